@@ -1,0 +1,525 @@
+"""Datasets of the course: real data that works offline, a generated localization set, real online loaders.
+
+Offline (shipped inside scikit-learn and scikit-image, so CI and a laptop without
+network can use them):
+
+* :func:`load_digits`: 1,797 real handwritten digits, 8x8, 10 classes (UCI / sklearn).
+* :func:`load_faces`: 200 grey 25x25 images, 100 faces (LFW) and 100 non-faces.
+* :func:`load_photo` and :func:`load_texture`: real photos and textures.
+* :func:`make_cluttered_digits`: real digits pasted on real textures with clutter,
+  with the ground-truth box kept as a label (the card is ``data/cluttered_digits.md``).
+
+Online (for Colab and GPU users): :func:`load_online` reads MNIST, Fashion-MNIST and
+CIFAR-10 from the Keras cache and downloads them with ``keras.datasets`` when missing.
+
+Splits and pipelines: :func:`train_val_test_split`, :func:`stratified_kfold`,
+:func:`make_dataset` (tf.data: shuffle, augment, batch, prefetch).
+
+Conventions: images are float32 in [0, 1], shape (N, H, W, C); labels are int64;
+boxes are (x_min, y_min, x_max, y_max) normalised by the image width and height.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_images(images, name: str = "images", channels: int | None = None) -> np.ndarray:
+    """Validate a batch of images at a course_lib boundary and return it as float32.
+
+    Raises a ValueError that says what is wrong and how to fix it when ``images`` is
+    not 4-D (N, H, W, C), not floating point, or not in [0, 1].
+    """
+    arr = np.asarray(images)
+    if arr.ndim != 4:
+        hint = " Add a channel axis with images[..., None]." if arr.ndim == 3 else ""
+        hint += " Add a batch axis with images[None]." if arr.ndim == 3 and arr.shape[-1] in (1, 3) else ""
+        raise ValueError(f"{name} must be a 4-D array (N, H, W, C); got shape {arr.shape}.{hint}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(
+            f"{name} must be floating point in [0, 1]; got dtype {arr.dtype}. "
+            "Convert with images.astype('float32') / 255 for 8-bit images."
+        )
+    if arr.size and (np.nanmin(arr) < 0.0 or np.nanmax(arr) > 1.0):
+        raise ValueError(
+            f"{name} must lie in [0, 1]; got values in [{float(np.nanmin(arr)):.3g}, {float(np.nanmax(arr)):.3g}]. "
+            "Scale 8-bit images by 1/255; keep normalisation inside the model."
+        )
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf values.")
+    if channels is not None and arr.shape[-1] != channels:
+        raise ValueError(f"{name} must have {channels} channel(s) (last axis); got shape {arr.shape}.")
+    return arr.astype(np.float32, copy=False)
+
+
+def check_positive_int(value, name: str) -> int:
+    """Return ``value`` as int if it is a positive integer, else raise a clear ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+def _check_name(name, options, what: str) -> str:
+    if name not in options:
+        raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(sorted(options))}.")
+    return name
+
+
+# ---------------------------------------------------------------- offline real data
+
+
+def load_digits():
+    """Return the 1,797 real handwritten digits of scikit-learn as images.
+
+    Returns ``(images, labels)``: float32 (1797, 8, 8, 1) in [0, 1] (the 0..16 ink
+    counts divided by 16) and int64 labels 0..9. Used in notebooks 01, 02, 06.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    d = _sk_load_digits()
+    images = (d.images / 16.0).astype(np.float32)[..., None]
+    return images, d.target.astype(np.int64)
+
+
+def load_faces():
+    """Return scikit-image's LFW subset: 100 faces then 100 non-faces, grey 25x25.
+
+    Returns ``(images, labels)``: float32 (200, 25, 25, 1) in [0, 1] and int64
+    labels, 1 for a face and 0 for a non-face. A real binary task (notebook 06).
+    """
+    from skimage import data as skdata
+
+    images = skdata.lfw_subset().astype(np.float32)[..., None]
+    labels = np.r_[np.ones(100), np.zeros(100)].astype(np.int64)
+    return np.clip(images, 0.0, 1.0), labels
+
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "china", "flower")
+TEXTURES = ("grass", "gravel", "brick")
+
+
+def load_photo(name: str, size: int | None = None) -> np.ndarray:
+    """Return a real RGB photo as float32 (H, W, 3) in [0, 1].
+
+    ``name`` is one of :data:`PHOTOS` (skimage's astronaut, chelsea the cat, coffee,
+    rocket; scikit-learn's china and flower). With ``size``, returns the largest
+    centre square resized to ``size`` x ``size``, handy as a model's input.
+    """
+    _check_name(name, PHOTOS, "photo")
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        img = load_sample_image(f"{name}.jpg")
+    else:
+        from skimage import data as skdata
+
+        img = getattr(skdata, name)()
+    img = img.astype(np.float32) / 255.0
+    if size is not None:
+        size = check_positive_int(size, "size")
+        h, w = img.shape[:2]
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        from skimage.transform import resize
+
+        img = resize(img[top : top + s, left : left + s], (size, size), anti_aliasing=True).astype(np.float32)
+    return img
+
+
+@lru_cache(maxsize=None)
+def load_texture(name: str) -> np.ndarray:
+    """Return one of skimage's real grey textures (:data:`TEXTURES`) as float32 (512, 512) in [0, 1]."""
+    _check_name(name, TEXTURES, "texture")
+    from skimage import data as skdata
+
+    tex = getattr(skdata, name)().astype(np.float32) / 255.0
+    tex.setflags(write=False)
+    return tex
+
+
+# ------------------------------------------------------------- cluttered digits
+
+
+CLASS_NAMES = tuple(str(i) for i in range(10))
+SUBSETS = ("train", "val", "test")
+VARIANTS = ("single", "two_instances", "spurious")
+CUES = ("label", "random", "none")
+
+
+@dataclass
+class ClutteredDigits:
+    """A generated localization set (see ``data/cluttered_digits.md``).
+
+    ``images`` float32 (N, S, S, 3) in [0, 1]; ``labels`` int64 (N,); ``boxes``
+    float32 (N, 4), or (N, 2, 4) for the two-instance variant, normalised
+    (x_min, y_min, x_max, y_max); ``cue_boxes`` (N, 4) for the spurious variant
+    (all zeros where no cue was drawn), else None.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    cue_boxes: np.ndarray | None = None
+    class_names: tuple = CLASS_NAMES
+
+    def __len__(self):
+        return len(self.labels)
+
+
+@lru_cache(maxsize=1)
+def _digit_pools():
+    """Fixed, disjoint, stratified pools of source digits: 60% train, 20% val, 20% test.
+
+    Keeping the pools apart means no handwritten digit appears in two subsets, so
+    test accuracy measures generalisation to new writers' digits.
+    """
+    from sklearn.model_selection import train_test_split
+
+    images, labels = load_digits()
+    idx = np.arange(len(labels))
+    tr, rest = train_test_split(idx, test_size=0.4, stratify=labels, random_state=12345)
+    va, te = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=12345)
+    ink = images[..., 0]
+    return ink, labels, {"train": np.sort(tr), "val": np.sort(va), "test": np.sort(te)}
+
+
+def _bright_colour(rng) -> np.ndarray:
+    import colorsys
+
+    return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.85, 1.0)), np.float32)
+
+
+def _background(rng, size: int) -> np.ndarray:
+    """A dim, tinted random crop of a real texture, (size, size, 3)."""
+    tex = load_texture(TEXTURES[rng.integers(len(TEXTURES))])
+    crop = int(rng.integers(size, 4 * size))
+    top, left = rng.integers(0, tex.shape[0] - crop, size=2)
+    from skimage.transform import resize
+
+    patch = resize(tex[top : top + crop, left : left + crop], (size, size), order=1, anti_aliasing=crop > size)
+    tint = 0.5 + 0.5 * rng.random(3).astype(np.float32)
+    lo, hi = rng.uniform(0.05, 0.2), rng.uniform(0.35, 0.55)
+    return (lo + (hi - lo) * patch)[..., None].astype(np.float32) * tint
+
+
+def _paste(canvas, alpha, colour, top, left):
+    h, w = alpha.shape
+    region = canvas[top : top + h, left : left + w]
+    a = alpha[..., None]
+    canvas[top : top + h, left : left + w] = region * (1.0 - a) + colour * a
+
+
+def _ink_box(alpha, top, left, size, thresh=0.25):
+    rows = np.flatnonzero((alpha > thresh).any(axis=1))
+    cols = np.flatnonzero((alpha > thresh).any(axis=0))
+    return np.array([left + cols[0], top + rows[0], left + cols[-1] + 1, top + rows[-1] + 1], np.float32) / size
+
+
+def _overlap(box_a, box_b, margin=0.0):
+    return not (
+        box_a[2] + margin <= box_b[0] or box_b[2] + margin <= box_a[0]
+        or box_a[3] + margin <= box_b[1] or box_b[3] + margin <= box_a[1]
+    )
+
+
+def _scaled_digit(ink, px, rng):
+    from skimage.transform import resize
+
+    alpha = resize(ink, (px, px), order=1, anti_aliasing=False)
+    return np.clip(alpha * rng.uniform(1.0, 1.3), 0.0, 1.0).astype(np.float32)
+
+
+def _place(rng, size, px, avoid, tries=50):
+    """Top-left corner for a px-sized square that avoids the boxes in ``avoid`` (pixels)."""
+    for _ in range(tries):
+        top, left = rng.integers(0, size - px + 1, size=2)
+        box = (left, top, left + px, top + px)
+        if not any(_overlap(box, b, margin=1) for b in avoid):
+            return int(top), int(left)
+    return None
+
+
+def make_cluttered_digits(
+    n: int,
+    subset: str = "train",
+    image_size: int = 48,
+    variant: str = "single",
+    digit_size: tuple = (16, 28),
+    n_clutter: int = 4,
+    cue: str = "label",
+    seed: int = 0,
+) -> ClutteredDigits:
+    """Generate ``n`` cluttered-digit images with their class and ground-truth box.
+
+    Each image: a dim, tinted crop of a real texture (skimage grass / gravel / brick);
+    one real handwritten digit from the ``subset``'s pool (see :func:`_digit_pools`),
+    bilinearly scaled to ``digit_size`` pixels and drawn in a bright random colour;
+    ``n_clutter`` fragments of other digits (a 3x3 to 5x5 crop, same scale) placed
+    away from the object. The box is the tight box of the digit's ink.
+
+    Variants: ``"two_instances"`` draws two digits of the same class (boxes (N, 2, 4));
+    ``"spurious"`` adds a small magenta square whose horizontal position encodes the
+    label when ``cue="label"`` (use for training), sits at a random position when
+    ``cue="random"``, or is absent with ``cue="none"`` (use for testing).
+    Deterministic: the same arguments give the same images. Used in notebooks 03-11.
+    """
+    n = check_positive_int(n, "n")
+    image_size = check_positive_int(image_size, "image_size")
+    _check_name(subset, SUBSETS, "subset")
+    _check_name(variant, VARIANTS, "variant")
+    _check_name(cue, CUES, "cue")
+    if n_clutter < 0:
+        raise ValueError(f"n_clutter must be >= 0; got {n_clutter}.")
+    lo, hi = digit_size
+    if not (4 <= lo <= hi):
+        raise ValueError(f"digit_size must be (min, max) with 4 <= min <= max; got {digit_size}.")
+    max_px = image_size // 2 if variant == "two_instances" else image_size - 2
+    if hi > max_px:
+        raise ValueError(
+            f"digit_size max {hi} does not fit a {image_size}px image for variant {variant!r} "
+            f"(at most {max_px}); make image_size larger or digit_size smaller."
+        )
+    ink, all_labels, pools = _digit_pools()
+    pool = pools[subset]
+    rng = np.random.default_rng([seed, SUBSETS.index(subset), VARIANTS.index(variant)])
+    images = np.empty((n, image_size, image_size, 3), np.float32)
+    labels = rng.integers(0, 10, size=n).astype(np.int64)
+    n_obj = 2 if variant == "two_instances" else 1
+    boxes = np.zeros((n, n_obj, 4), np.float32)
+    cue_boxes = np.zeros((n, 4), np.float32) if variant == "spurious" else None
+    by_class = {c: pool[all_labels[pool] == c] for c in range(10)}
+    cue_px = max(3, image_size // 12)
+    for i in range(n):
+        canvas = _background(rng, image_size)
+        taken = []
+        if variant == "spurious" and cue != "none":
+            slot = labels[i] if cue == "label" else rng.integers(10)
+            left = int(round(slot * (image_size - cue_px) / 9))
+            top = 0 if slot % 2 == 0 else image_size - cue_px  # alternate top / bottom edge
+            canvas[top : top + cue_px, left : left + cue_px] = (1.0, 0.0, 1.0)
+            taken.append((left, top, left + cue_px, top + cue_px))
+            cue_boxes[i] = np.array(taken[-1], np.float32) / image_size
+        for k in range(n_obj):
+            for _attempt in range(20):
+                px = int(rng.integers(lo, hi + 1))
+                spot = _place(rng, image_size, px, taken)
+                if spot is not None:
+                    break
+            else:  # pragma: no cover - only with extreme sizes
+                raise RuntimeError("could not place the digit; use a smaller digit_size")
+            alpha = _scaled_digit(ink[rng.choice(by_class[int(labels[i])])], px, rng)
+            _paste(canvas, alpha, _bright_colour(rng), *spot)
+            boxes[i, k] = _ink_box(alpha, spot[0], spot[1], image_size)
+            taken.append((spot[1], spot[0], spot[1] + px, spot[0] + px))
+        scale = (lo + hi) / 16.0
+        for _ in range(n_clutter):
+            src = ink[rng.choice(pool)]
+            fh, fw = rng.integers(3, 6, size=2)
+            r0, c0 = rng.integers(0, 8 - fh + 1), rng.integers(0, 8 - fw + 1)
+            from skimage.transform import resize
+
+            frag = resize(src[r0 : r0 + fh, c0 : c0 + fw], (max(2, int(fh * scale)), max(2, int(fw * scale))), order=1)
+            frag = np.clip(frag, 0, 1).astype(np.float32)
+            spot = _place(rng, image_size, max(frag.shape), taken)
+            if spot is not None:
+                _paste(canvas, frag * 0.9, _bright_colour(rng), *spot)
+        images[i] = np.clip(canvas, 0.0, 1.0)
+    out_boxes = boxes[:, 0] if n_obj == 1 else boxes
+    return ClutteredDigits(images, labels, out_boxes, cue_boxes)
+
+
+def cluttered_digits_splits(n_train: int, n_val: int, n_test: int, seed: int = 0, **kwargs) -> dict:
+    """Train / validation / test sets of :func:`make_cluttered_digits` from disjoint digit pools.
+
+    Returns ``{"train": ClutteredDigits, "val": ..., "test": ...}``; ``kwargs`` go to
+    :func:`make_cluttered_digits` (variant, image_size, cue, ...). For the spurious
+    variant the validation and test sets default to ``cue="random"``.
+    """
+    out = {}
+    for subset, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        kw = dict(kwargs)
+        if kw.get("variant") == "spurious" and subset != "train":
+            kw.setdefault("cue", "random")
+        out[subset] = make_cluttered_digits(n, subset=subset, seed=seed, **kw)
+    return out
+
+
+# -------------------------------------------------------------- online loaders
+
+ONLINE = {
+    "mnist": "offline, use course_lib.data.load_digits() (real 8x8 handwritten digits)",
+    "fashion_mnist": "offline, use course_lib.data.load_digits() or make_cluttered_digits()",
+    "cifar10": "offline, use course_lib.data.make_cluttered_digits() (colour images with clutter)",
+}
+
+
+class DatasetUnavailableError(RuntimeError):
+    """An online dataset is not in the cache and could not be downloaded."""
+
+
+def keras_cache_dir() -> str:
+    """The folder where ``keras.datasets`` caches downloads: ``$KERAS_HOME/datasets`` or ``~/.keras/datasets``."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "datasets")
+
+
+def _read_idx(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+_FASHION = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+
+
+def _cached_paths(name, cache):
+    if name == "mnist":
+        return [os.path.join(cache, "mnist.npz")]
+    if name == "fashion_mnist":
+        return [os.path.join(cache, "fashion-mnist", f) for f in _FASHION]
+    folder = os.path.join(cache, "cifar-10-batches-py-target", "cifar-10-batches-py")
+    return [os.path.join(folder, f"data_batch_{i}") for i in range(1, 6)] + [os.path.join(folder, "test_batch")]
+
+
+def _read_cached(name, paths):
+    if name == "mnist":
+        with np.load(paths[0]) as f:
+            return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+    if name == "fashion_mnist":
+        y_tr, x_tr, y_te, x_te = (_read_idx(p) for p in paths)
+        return (x_tr, y_tr), (x_te, y_te)
+    xs, ys = [], []
+    for p in paths:
+        with open(p, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        xs.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(batch[b"labels"], np.int64))
+    return (np.concatenate(xs[:-1]), np.concatenate(ys[:-1])), (xs[-1], ys[-1])
+
+
+def _download(name):
+    import keras
+
+    return getattr(keras.datasets, name).load_data()
+
+
+def load_online(name: str, cache_dir: str | None = None):
+    """Load MNIST, Fashion-MNIST or CIFAR-10 as the course's float images.
+
+    Reads the files from the Keras cache (``cache_dir``, default :func:`keras_cache_dir`)
+    in the format ``keras.datasets`` stores them; when they are missing, downloads them
+    with ``keras.datasets.<name>.load_data()``. Offline, raises
+    :class:`DatasetUnavailableError` naming the offline dataset to use instead.
+
+    Returns ``((x_train, y_train), (x_test, y_test))`` with float32 (N, H, W, C) images
+    in [0, 1] and int64 labels (flattened).
+    """
+    _check_name(name, ONLINE, "online dataset")
+    paths = _cached_paths(name, cache_dir or keras_cache_dir())
+    if all(os.path.exists(p) for p in paths):
+        (x_tr, y_tr), (x_te, y_te) = _read_cached(name, paths)
+    else:
+        try:
+            (x_tr, y_tr), (x_te, y_te) = _download(name)
+        except Exception as err:  # network errors come in many types (URLError, OSError, ...)
+            raise DatasetUnavailableError(
+                f"{name} is not in the Keras cache ({os.path.dirname(paths[0])}) and could not be "
+                f"downloaded ({type(err).__name__}: {err}). Without internet, {ONLINE[name]}."
+            ) from None
+
+    def _prep(x, y):
+        x = np.asarray(x, np.float32) / 255.0
+        return (x[..., None] if x.ndim == 3 else x), np.asarray(y, np.int64).reshape(-1)
+
+    return _prep(x_tr, y_tr), _prep(x_te, y_te)
+
+
+# ------------------------------------------------------------ splits and pipelines
+
+
+def train_val_test_split(*arrays, fractions=(0.7, 0.15, 0.15), stratify=None, seed: int = 0):
+    """Split arrays into train / validation / test parts, stratified by ``stratify`` (labels).
+
+    Returns ``(train, val, test)``, each a tuple with one slice per input array, e.g.
+    ``(x_tr, y_tr), (x_va, y_va), (x_te, y_te) = train_val_test_split(x, y, stratify=y)``.
+    ``fractions`` must be three positive numbers summing to 1.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not arrays:
+        raise ValueError("train_val_test_split needs at least one array.")
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"all arrays must have the same length; got {[len(a) for a in arrays]}.")
+    f = np.asarray(fractions, dtype=float)
+    if f.shape != (3,) or (f <= 0).any() or abs(f.sum() - 1.0) > 1e-6:
+        raise ValueError(
+            f"fractions must be three positive numbers (train, val, test) summing to 1; got {tuple(fractions)} "
+            f"(sum {f.sum():.4g})."
+        )
+    idx = np.arange(n)
+    strat = None if stratify is None else np.asarray(stratify)
+    tr, rest = train_test_split(idx, train_size=f[0], stratify=strat, random_state=seed)
+    va, te = train_test_split(
+        rest, train_size=f[1] / (f[1] + f[2]), stratify=None if strat is None else strat[rest], random_state=seed
+    )
+    return tuple(tuple(np.asarray(a)[part] for a in arrays) for part in (tr, va, te))
+
+
+def stratified_kfold(labels, k: int = 5, seed: int = 0):
+    """Return ``k`` (train_idx, val_idx) pairs; each fold keeps the class proportions."""
+    from sklearn.model_selection import StratifiedKFold
+
+    k = check_positive_int(k, "k")
+    labels = np.asarray(labels)
+    if k < 2:
+        raise ValueError(f"k must be at least 2 for k-fold cross-validation; got {k}.")
+    smallest = np.bincount(np.unique(labels, return_inverse=True)[1]).min()
+    if smallest < k:
+        raise ValueError(f"k={k} folds need at least {k} examples of every class; the smallest class has {smallest}.")
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(tr, va) for tr, va in folds.split(np.zeros(len(labels)), labels)]
+
+
+def make_dataset(images, targets=None, batch_size: int = 64, shuffle: bool = False, augment=None, seed: int = 0):
+    """A tf.data pipeline: (shuffle) -> batch -> (augment) -> prefetch.
+
+    ``targets`` may be an array or a dict of arrays (multitask heads). ``augment`` is a
+    callable on a batch of images (e.g. a ``keras.Sequential`` of random preprocessing
+    layers); it is called with ``training=True`` when it accepts it. Apply augmentation
+    to training data only. Geometric augmentations do not move boxes: use them for
+    classification targets only.
+    """
+    import tensorflow as tf
+
+    images = check_images(images)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if targets is not None:
+        lengths = [len(v) for v in (targets.values() if isinstance(targets, dict) else [targets])]
+        if any(length != len(images) for length in lengths):
+            raise ValueError(f"images ({len(images)}) and targets ({lengths}) must have the same length.")
+    ds = tf.data.Dataset.from_tensor_slices(images if targets is None else (images, targets))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+
+        def _aug(x, *rest):
+            try:
+                x = augment(x, training=True)
+            except TypeError:
+                x = augment(x)
+            return (x, *rest) if rest else x
+
+        ds = ds.map(_aug, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

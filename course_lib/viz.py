@@ -1,0 +1,111 @@
+"""Plot helpers shared by the notebooks: image grids (with optional boxes) and training curves.
+
+Every function returns the matplotlib Figure, titled and labelled, so a notebook can
+show it and a slide build can save it. Used in every notebook.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def show_images(images, labels=None, class_names=None, predictions=None, boxes=None, ncols: int = 8,
+                title: str | None = None, size: float = 1.6):
+    """Show a grid of images with their labels (and predictions, and boxes) as titles.
+
+    ``images`` (N, H, W, C) or (N, H, W) in [0, 1]; ``labels`` / ``predictions`` ints
+    (shown through ``class_names`` when given) or strings; a wrong prediction is
+    titled in red. ``boxes`` (N, 4) or (N, K, 4) normalised (x_min, y_min, x_max, y_max)
+    are drawn in white.
+    """
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must be (N, H, W) or (N, H, W, C); got shape {images.shape}.")
+    n = len(images)
+    if n == 0:
+        raise ValueError("images is empty: nothing to show.")
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if title else 0)), squeeze=False)
+
+    def name(v):
+        return class_names[int(v)] if class_names is not None and not isinstance(v, str) else str(v)
+
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = images[i]
+        if img.ndim == 3 and img.shape[-1] == 1:
+            img = img[..., 0]
+        ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+        text, colour = "", "black"
+        if labels is not None:
+            text = name(labels[i])
+        if predictions is not None:
+            text = f"{text} / {name(predictions[i])}" if text else name(predictions[i])
+            if labels is not None and name(labels[i]) != name(predictions[i]):
+                colour = "red"
+        ax.set_title(text, fontsize=9, color=colour)
+        if boxes is not None:
+            h, w = img.shape[:2]
+            for b in np.asarray(boxes[i], dtype=float).reshape(-1, 4):
+                ax.add_patch(plt.Rectangle((b[0] * w - 0.5, b[1] * h - 0.5), (b[2] - b[0]) * w, (b[3] - b[1]) * h,
+                                           fill=False, edgecolor="white", linewidth=1.2))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history, metrics=None, title: str | None = None):
+    """Plot training and validation curves, one panel per metric (loss first).
+
+    ``history`` is a ``keras.callbacks.History`` or its ``.history`` dict. ``metrics``
+    defaults to every key that does not start with ``val_``.
+    """
+    import matplotlib.pyplot as plt
+
+    hist = getattr(history, "history", history)
+    if not isinstance(hist, dict) or not hist:
+        raise ValueError("history must be a keras History or a non-empty dict of per-epoch lists.")
+    keys = list(metrics) if metrics is not None else [k for k in hist if not k.startswith("val_") and k != "learning_rate"]
+    missing = [k for k in keys if k not in hist]
+    if missing:
+        raise ValueError(f"history has no {missing}; available: {sorted(hist)}.")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        epochs = np.arange(1, len(hist[key]) + 1)
+        ax.plot(epochs, hist[key], "o-", ms=3, label="training")
+        if f"val_{key}" in hist:
+            ax.plot(epochs, hist[f"val_{key}"], "s-", ms=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.set_title(key)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def bar_table(values: dict, ylabel: str, title: str, reference: float | None = None, fmt: str = "{:.1%}"):
+    """A bar chart of ``{name: value}`` with each value written above its bar (and an optional reference line)."""
+    import matplotlib.pyplot as plt
+
+    if not values:
+        raise ValueError("values is empty: nothing to plot.")
+    names, vals = list(values), [float(v) for v in values.values()]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 * len(names)), 3.4))
+    bars = ax.bar(names, vals, color="tab:blue")
+    for bar, v in zip(bars, vals):
+        ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+    if reference is not None:
+        ax.axhline(reference, color="tab:red", ls="--", lw=1)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig

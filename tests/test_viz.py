@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from course_lib import viz
+
+
+def test_show_images_titles_predictions_and_boxes():
+    imgs = np.random.default_rng(0).random((5, 16, 16, 3)).astype(np.float32)
+    fig = viz.show_images(imgs, labels=[0, 1, 2, 3, 4], predictions=[0, 1, 2, 3, 0], class_names=list("abcde"),
+                          boxes=np.tile([0.1, 0.1, 0.5, 0.5], (5, 1)), ncols=3, title="t")
+    axes = fig.axes
+    assert len(axes) == 6  # 2 rows x 3 columns, last one empty
+    assert axes[0].get_title() == "a / a" and axes[4].get_title() == "e / a"
+    assert axes[4].title.get_color() == "red" and len(axes[0].patches) == 1
+
+
+def test_plot_history_and_errors():
+    hist = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.7]}
+    fig = viz.plot_history(hist)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy"]
+    assert len(fig.axes[0].lines) == 2
+    with pytest.raises(ValueError, match="history has no"):
+        viz.plot_history(hist, metrics=["auc"])
+    with pytest.raises(ValueError, match="non-empty"):
+        viz.plot_history({})
+    with pytest.raises(ValueError, match="must be"):
+        viz.show_images(np.zeros((2, 2)))
+
+
+def test_bar_table_writes_values():
+    fig = viz.bar_table({"clean": 0.98, "rotated": 0.6}, "accuracy", "robustness", reference=0.98)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["98.0%", "60.0%"]

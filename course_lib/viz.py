@@ -109,3 +109,52 @@ def bar_table(values: dict, ylabel: str, title: str, reference: float | None = N
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return fig
+
+
+def filter_grid(kernel, ncols: int = 8, title: str | None = None, size: float = 0.9):
+    """Show the filters of a first convolution layer, each scaled to [0, 1] on its own.
+
+    ``kernel`` is a Conv2D kernel (kh, kw, in_channels, filters): with 3 input channels
+    each filter is shown in colour, otherwise its channel mean in grey. Per-filter
+    scaling shows each filter's pattern (as in Krizhevsky et al. 2012, Fig. 3), not
+    its magnitude. Used in notebook 08.
+    """
+    import matplotlib.pyplot as plt
+
+    k = np.asarray(kernel, dtype=np.float32)
+    if k.ndim != 4:
+        raise ValueError(f"kernel must be a 4-D Conv2D kernel (kh, kw, in, filters); got shape {k.shape}.")
+    k = np.moveaxis(k, -1, 0)  # (filters, kh, kw, in)
+    if k.shape[-1] != 3:
+        k = k.mean(axis=-1)
+    lo = k.reshape(len(k), -1).min(axis=1)
+    hi = k.reshape(len(k), -1).max(axis=1)
+    shape = (-1,) + (1,) * (k.ndim - 1)
+    k = (k - lo.reshape(shape)) / np.maximum(hi - lo, 1e-12).reshape(shape)
+    return show_images(k, ncols=ncols, title=title, size=size)
+
+
+def activation_grid(activations, ncols: int = 8, max_maps: int = 32, title: str | None = None, size: float = 1.2):
+    """Show the feature maps of one image, (h, w, channels), one panel per channel.
+
+    Each map is shown with its own colour range (viridis); the panel title is the
+    channel index and its maximum. Used in notebook 08.
+    """
+    import matplotlib.pyplot as plt
+
+    a = np.asarray(activations, dtype=np.float32)
+    if a.ndim != 3:
+        raise ValueError(f"activations must be (h, w, channels) for one image; got shape {a.shape}.")
+    n = min(a.shape[-1], max_maps)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if title else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(a[..., i], cmap="viridis")
+            ax.set_title(f"{i}: {a[..., i].max():.2g}", fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -31,3 +31,23 @@ def test_bar_table_writes_values():
     fig = viz.bar_table({"clean": 0.98, "rotated": 0.6}, "accuracy", "robustness", reference=0.98)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["98.0%", "60.0%"]
+
+
+def test_filter_grid_scales_each_filter_to_unit_range():
+    kernel = np.random.default_rng(0).normal(size=(5, 5, 3, 6)) * np.arange(1, 7)  # magnitudes differ
+    fig = viz.filter_grid(kernel, ncols=3)
+    arrays = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    assert len(arrays) == 6
+    for a in arrays:
+        assert abs(float(np.min(a))) < 1e-6 and abs(float(np.max(a)) - 1.0) < 1e-6
+    grey = viz.filter_grid(np.ones((3, 3, 1, 2)))  # constant filters: no division by zero
+    assert all(np.isfinite(ax.images[0].get_array()).all() for ax in grey.axes if ax.images)
+    with pytest.raises(ValueError, match="4-D Conv2D kernel"):
+        viz.filter_grid(np.zeros((3, 3, 2)))
+
+
+def test_activation_grid_limits_maps_and_checks_rank():
+    fig = viz.activation_grid(np.random.default_rng(0).random((6, 6, 40)), max_maps=10, ncols=5)
+    assert sum(1 for ax in fig.axes if ax.images) == 10
+    with pytest.raises(ValueError, match="one image"):
+        viz.activation_grid(np.zeros((2, 6, 6, 4)))

@@ -1,0 +1,724 @@
+"""Explaining a classifier: class activation maps, gradients on the input, occlusion, localization.
+
+Sections (in this order):
+
+1. **Model plumbing**: run any functional, Sequential or nested Keras model layer by
+   layer, record an inner feature map (also inside a nested backbone), strip a final
+   softmax, swap ReLU gradients for guided ones, and cache one compiled function per
+   model and layer. The model itself is never changed.
+2. **Class activation maps**: :func:`cam` (Zhou et al. 2016), :func:`grad_cam`
+   (Selvaraju et al. 2017) and :func:`grad_cam_plus_plus` (Chattopadhay et al. 2018).
+3. **Gradients on the input**: :func:`saliency` (Simonyan et al. 2014),
+   :func:`guided_backprop` (Springenberg et al. 2015) and :func:`guided_grad_cam`.
+4. **Perturbation**: :func:`occlusion` (Zeiler and Fergus 2014).
+5. **Display**: :func:`normalize` and :func:`overlay`.
+6. **Weakly supervised localization**: :func:`cam_to_box`, :func:`box_iou`,
+   :func:`box_mass_share` and :func:`localization_accuracy` (the CAM paper's protocol).
+7. **Visualizing CNNs** (notebook 08): reserved for activation maximization,
+   maximally activating patches and filter / activation grids.
+
+Conventions: images are float32 in [0, 1], (N, H, W, C); models output logits (a final
+softmax is stripped, so the explained score is always the pre-softmax logit S_c).
+Every map is returned as a float32 NumPy array. Used in notebooks 07, 08, 09 and 11.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .data import check_images, check_positive_int
+
+__all__ = [
+    "cam", "grad_cam", "grad_cam_plus_plus", "saliency", "guided_backprop", "guided_grad_cam",
+    "occlusion", "normalize", "overlay", "cam_to_box", "box_iou", "box_mass_share",
+    "localization_accuracy", "find_layer", "feature_map_layers",
+]
+
+# ======================================================================= 1. model plumbing
+#
+# Why not ``keras.Model(model.inputs, [model.get_layer(name).output, model.output])``?
+# In Keras 3 it fails for a layer inside a nested backbone ("not connected to inputs"),
+# Sequential models without an Input have no ``.output``, and swapping activations to
+# get guided gradients would change the model. Instead we *interpret* the model: walk
+# its graph and call each layer ourselves, with a hook that sees every layer's output.
+
+RELU_NAMES = ("relu", "relu6")
+GLOBAL_POOLS = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+_PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.Identity)
+
+
+def _is_model(op) -> bool:
+    return isinstance(op, keras.Model)
+
+
+def _activation_name(op) -> str:
+    act = getattr(op, "activation", None)
+    return getattr(act, "__name__", "") if callable(act) else ""
+
+
+def _is_relu(op) -> bool:
+    """True for every ReLU form: ReLU(), ReLU(max_value=6), Activation('relu'), activation='relu'."""
+    return isinstance(op, keras.layers.ReLU) or _activation_name(op) in RELU_NAMES
+
+
+def _is_softmax(op) -> bool:
+    return isinstance(op, keras.layers.Softmax) or (
+        isinstance(op, keras.layers.Activation) and _activation_name(op) == "softmax"
+    )
+
+
+@tf.custom_gradient
+def _guided_identity(x):
+    """Identity forward; backward lets only positive gradients through (guided backprop's rule)."""
+
+    def grad(dy):
+        return dy * tf.cast(dy > 0, dy.dtype)
+
+    return tf.identity(x), grad
+
+
+def _call_layer(op, args, kwargs, strip_softmax):
+    """Call one leaf layer in inference mode; at the model's output, return the pre-softmax logits."""
+    if strip_softmax and _is_softmax(op):
+        return args[0]
+    if strip_softmax and _activation_name(op) == "softmax":
+        if not isinstance(op, keras.layers.Dense):
+            raise ValueError(f"layer {op.name!r} ends in a softmax that course_lib.explain cannot strip; "
+                             "build the model with a separate Activation('softmax') or output logits.")
+        out = tf.matmul(args[0], op.kernel)
+        return out + op.bias if op.bias is not None else out
+    if getattr(op, "_call_has_training_arg", False):
+        kwargs = dict(kwargs, training=False)
+    return op(*args, **kwargs)
+
+
+def _apply(op, args, kwargs, hook, is_top):
+    """Run one operation (a leaf layer or a nested model), then let ``hook`` see / replace its output."""
+    out = _run(op, args[0], hook, is_top) if _is_model(op) else _call_layer(op, args, kwargs, is_top)
+    return hook(op, args, out)
+
+
+def _run(model, x, hook, is_top=True):
+    """Forward pass of ``model`` on ``x`` layer by layer (recursing into nested models).
+
+    ``hook(op, args, output)`` is called after every operation and returns the output to
+    use downstream (so it can record a feature map or wrap it for guided gradients).
+    With ``is_top`` a softmax producing the model's output is skipped: the result is logits.
+    """
+    if isinstance(model, keras.Sequential):
+        layers = model.layers
+        for i, layer in enumerate(layers):
+            x = _apply(layer, (x,), {}, hook, is_top and i == len(layers) - 1)
+        return x
+    if not hasattr(model, "_run_through_graph") or not getattr(model, "outputs", None):
+        raise ValueError(
+            f"model {model.name!r} is a subclassed Model; course_lib.explain needs a functional or "
+            "Sequential model (build it with keras.Input and layers, as in the course notebooks)."
+        )
+    out_op = model.outputs[0]._keras_history[0]
+
+    def operation_fn(op):
+        return lambda *args, **kwargs: _apply(op, args, kwargs, hook, is_top and op is out_op)
+
+    return model._run_through_graph(x, operation_fn=operation_fn)
+
+
+def _all_layers(model):
+    """Every layer of ``model``, depth first, nested models and their layers included."""
+    for layer in model.layers:
+        yield layer
+        if _is_model(layer):
+            yield from _all_layers(layer)
+
+
+class _Graph:
+    """What one eager pass on a single image tells about a model: order, shapes, producers."""
+
+    def __init__(self, model, image):
+        self.ops, self.outputs, self.inputs_of, self.producer = [], {}, {}, {}
+        self._keep = []  # keep tensors alive so that their id() stays unique
+
+        def hook(op, args, out):
+            self.ops.append(op)
+            self.outputs[id(op)] = out
+            self.inputs_of[id(op)] = args
+            self.producer.setdefault(id(out), op)  # innermost op wins (a nested model returns its last output)
+            self._keep.extend([out, *args])
+            return out
+
+        logits = _run(model, tf.constant(image[None]), hook)
+        if len(logits.shape) != 2:
+            raise ValueError(f"the model must output class scores of shape (N, classes); got {tuple(logits.shape)}. "
+                             "Explain a classifier, or add a head with GlobalAveragePooling2D and Dense.")
+        self.logits = logits
+        self.n_classes = int(logits.shape[-1])
+
+    def shape(self, op):
+        return tuple(self.outputs[id(op)].shape)
+
+    def maps(self):
+        """The operations whose output is a 4-D feature map, in execution order."""
+        return [op for op in self.ops if len(self.shape(op)) == 4]
+
+    def default_target(self):
+        """The last 4-D map that feeds a global pooling layer, else the last 4-D map."""
+        pools = [op for op in self.ops if isinstance(op, GLOBAL_POOLS)]
+        if pools:
+            return self.producer[id(self.inputs_of[id(pools[-1])][0])]
+        maps = self.maps()
+        if not maps:
+            raise ValueError("the model has no 4-D feature map (N, h, w, channels) to explain; "
+                             "class activation maps need a convolutional model.")
+        return maps[-1]
+
+
+def feature_map_layers(model, images) -> list:
+    """Names of the layers (nested ones included) whose output is a 4-D feature map, in order."""
+    graph = _graph(model, check_images(images))
+    return [op.name for op in graph.maps()]
+
+
+def find_layer(model, name):
+    """Return the layer called ``name`` in ``model`` or in any nested sub-model (depth first).
+
+    Raises a ValueError listing the layer names when there is none.
+    """
+    for layer in _all_layers(model):
+        if layer.name == name:
+            return layer
+    names = [layer.name for layer in _all_layers(model)]
+    raise ValueError(f"no layer named {name!r} in model {model.name!r}; layers are: {', '.join(names)}.")
+
+
+# --- the cache: one entry per model, dropped when the model is garbage collected.
+# The compiled functions hold the model only through a weak reference, so the cache
+# never keeps a model alive (a strong reference from value to key would).
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached(model, key, build):
+    per_model = _CACHE.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = build()
+    return per_model[key]
+
+
+def _graph(model, images) -> _Graph:
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a keras.Model (functional or Sequential); got {type(model).__name__}.")
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built; give it a keras.Input or call it on a batch first.")
+    expected = None
+    try:
+        expected = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        pass
+    if expected is not None and (
+        len(expected) != 3 or any(e is not None and e != s for e, s in zip(expected, images.shape[1:]))
+    ):
+        raise ValueError(f"images have shape {images.shape[1:]} per image but the model expects {expected}; "
+                         "resize the images or explain a model built for this size.")
+    return _cached(model, ("graph", images.shape[1:]), lambda: _Graph(model, images[0]))
+
+
+def _resolve_layer(model, graph, layer):
+    """The operation whose output is explained: ``layer=None`` picks :meth:`_Graph.default_target`."""
+    if layer is None:
+        return graph.default_target()
+    candidates = ", ".join(op.name for op in graph.maps())
+    if not isinstance(layer, str):
+        raise ValueError(f"layer must be a layer name (str) or None; got {type(layer).__name__}. "
+                         f"Feature-map layers: {candidates}.")
+    matches = [op for op in graph.ops if op.name == layer]
+    if not matches:
+        raise ValueError(f"no layer named {layer!r} in model {model.name!r} (nested models included); "
+                         f"choose one of the feature-map layers: {candidates}.")
+    op = matches[-1]
+    if len(graph.shape(op)) != 4:
+        raise ValueError(f"layer {layer!r} outputs shape {graph.shape(op)}, not a 4-D feature map; "
+                         f"choose one of: {candidates}.")
+    return op
+
+
+def _check_classes(class_index, n, n_classes):
+    """``class_index`` as an int32 array (n,), with -1 meaning "the top predicted class"."""
+    if class_index is None:
+        return np.full(n, -1, np.int32)
+    if isinstance(class_index, (int, np.integer)) and not isinstance(class_index, bool):
+        classes = np.full(n, int(class_index))
+    else:
+        classes = np.asarray(class_index)
+        if classes.ndim != 1 or not np.issubdtype(classes.dtype, np.integer):
+            raise ValueError(f"class_index must be None, an int or a sequence of ints; got {class_index!r}.")
+        if len(classes) != n:
+            raise ValueError(f"class_index has {len(classes)} entries for {n} images; give one class per image.")
+    if classes.size and (classes.min() < 0 or classes.max() >= n_classes):
+        raise ValueError(f"class_index must lie in [0, {n_classes - 1}] for this {n_classes}-class model; "
+                         f"got values in [{classes.min()}, {classes.max()}].")
+    return classes.astype(np.int32)
+
+
+def _spec(shape):
+    return [tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None,), tf.int32)]
+
+
+def _pick(logits, classes):
+    """Replace -1 by the top class and return (classes, the scores S_c of shape (N,))."""
+    classes = tf.where(classes < 0, tf.argmax(logits, -1, output_type=tf.int32), classes)
+    return classes, tf.gather(logits, classes, batch_dims=1)
+
+
+def _in_batches(fn, images, classes, batch_size):
+    """Call a compiled ``fn(images, classes) -> (maps, classes, logits)`` chunk by chunk; concatenate."""
+    parts = [fn(tf.constant(images[i : i + batch_size]), tf.constant(classes[i : i + batch_size]))
+             for i in range(0, len(images), batch_size)]
+    return [np.concatenate([p[j].numpy() for p in parts]) for j in range(3)]
+
+
+# ================================================================ 2. class activation maps
+
+
+def _weights_grad_cam(A, g):
+    """Selvaraju et al. (2017), eq. 1: alpha_k = (1/Z) sum_ij dS/dA^k_ij (global-average-pooled gradients)."""
+    return tf.reduce_mean(g, axis=(1, 2))
+
+
+def _weights_grad_cam_pp(A, g):
+    """Chattopadhay et al. (2018), eq. 19 with the weights of their Sec. 3.
+
+    For Y = exp(S) and a network piecewise linear in A, the derivatives of Y are
+    exp(S) g, exp(S) g^2 and exp(S) g^3 (g = dS/dA), and exp(S) cancels in
+    alpha_ij = g_ij^2 / (2 g_ij^2 + sum_ab A_ab g_ij^3). We never form exp(S), so any
+    logit gives finite weights. The weights w_k = sum_ij alpha_ij relu(dY/dA_ij) are
+    computed with relu(g) instead of relu(exp(S) g): a deviation by the positive factor
+    exp(S), which rescales the map without changing its shape. alpha = 0 where g = 0.
+    """
+    g2, g3 = g * g, g * g * g
+    denom = 2.0 * g2 + tf.reduce_sum(A, axis=(1, 2), keepdims=True) * g3
+    alpha = tf.where(denom != 0.0, g2 / tf.where(denom != 0.0, denom, 1.0), 0.0)
+    return tf.reduce_sum(alpha * tf.nn.relu(g), axis=(1, 2))
+
+
+WEIGHTS = {"grad_cam": _weights_grad_cam, "grad_cam_plus_plus": _weights_grad_cam_pp}
+
+
+def _recorder(target):
+    record = {}
+
+    def hook(op, args, out):
+        if op is target:
+            record["A"] = out
+        return out
+
+    return record, hook
+
+
+def _build_gradient_map(model, target, kind, shape, upsample):
+    """Compile ``fn(images, classes) -> (maps, classes, logits)`` for Grad-CAM or Grad-CAM++."""
+    model_ref, target_ref, weights = weakref.ref(model), weakref.ref(target), WEIGHTS[kind]
+
+    @tf.function(input_signature=_spec(shape))
+    def fn(images, classes):
+        record, hook = _recorder(target_ref())
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            logits = _run(model_ref(), images, hook)
+            classes, score = _pick(logits, classes)
+            A = record["A"]
+        g = tf.cast(tape.gradient(score, A), tf.float32)  # per image: images do not interact at inference
+        A = tf.cast(A, tf.float32)
+        maps = tf.nn.relu(tf.einsum("nhwk,nk->nhw", A, weights(A, g)))
+        if upsample:
+            maps = tf.image.resize(maps[..., None], shape[:2], method="bilinear")[..., 0]
+        return maps, classes, logits
+
+    return fn
+
+
+def _gradient_map(kind, model, images, class_index, layer, upsample, batch_size):
+    images = check_images(images)
+    graph = _graph(model, images)
+    target = _resolve_layer(model, graph, layer)
+    classes = _check_classes(class_index, len(images), graph.n_classes)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    key = (kind, id(target), images.shape[1:], bool(upsample))
+    fn = _cached(model, key, lambda: _build_gradient_map(model, target, kind, images.shape[1:], bool(upsample)))
+    return _in_batches(fn, images, classes, batch_size)
+
+
+def grad_cam(model, images, class_index=None, layer=None, upsample=True, batch_size=64):
+    """Grad-CAM maps L_c = ReLU(sum_k alpha_k^c A^k), float32 (N, H, W), or (N, h, w) with upsample=False.
+
+    Selvaraju et al., "Grad-CAM", ICCV 2017, eq. 1 (alpha = global-average-pooled
+    gradients of the class logit S_c w.r.t. the feature maps A of ``layer``) and eq. 2
+    (ReLU of the weighted sum). Raw maps, not normalised (see :func:`normalize`).
+
+    ``class_index``: None (each image's top class), an int (that class for every image)
+    or one class per image. ``layer``: None (the last 4-D map feeding the global pooling,
+    inside a nested backbone too) or a layer name, also of a nested sub-model. Upsampling
+    is bilinear. Works for functional, Sequential and nested models; the model is not
+    changed. Batched: each image's map equals its map computed alone. Used in notebook 07.
+    """
+    return _gradient_map("grad_cam", model, images, class_index, layer, upsample, batch_size)[0]
+
+
+def grad_cam_plus_plus(model, images, class_index=None, layer=None, upsample=True, batch_size=64):
+    """Grad-CAM++ maps ReLU(sum_k w_k^c A^k), float32 (N, H, W), or (N, h, w) with upsample=False.
+
+    Chattopadhay et al., "Grad-CAM++", WACV 2018: pixel-wise weights alpha from eq. 19
+    (the closed form for an exponential output Y = exp(S_c)), evaluated without exp(S),
+    so logits above 100 give finite maps; see :func:`_weights_grad_cam_pp` for the one
+    deviation (a positive factor exp(S_c) left out). Same arguments as :func:`grad_cam`.
+    Used in notebook 07 (two instances of a digit).
+    """
+    return _gradient_map("grad_cam_plus_plus", model, images, class_index, layer, upsample, batch_size)[0]
+
+
+def _cam_head(model, graph, target):
+    """Check the head is GAP -> Dense (dropout allowed) fed by ``target``; return the Dense layer."""
+    hint = "CAM needs a head of GlobalAveragePooling2D then one Dense layer; use grad_cam, which works on any head."
+    dense = graph.producer[id(graph.logits)]
+    if not isinstance(dense, keras.layers.Dense):
+        raise ValueError(f"the model's output layer {dense.name!r} is a {type(dense).__name__}, not Dense. {hint}")
+    op = graph.producer[id(graph.inputs_of[id(dense)][0])]
+    while isinstance(op, _PASS_THROUGH):
+        op = graph.producer[id(graph.inputs_of[id(op)][0])]
+    if not isinstance(op, keras.layers.GlobalAveragePooling2D) or op.keepdims:
+        raise ValueError(f"the Dense output layer {dense.name!r} is fed by {op.name!r} ({type(op).__name__}). {hint}")
+    feeding = graph.inputs_of[id(op)][0]
+    if graph.outputs[id(target)] is not feeding:
+        raise ValueError(f"CAM is defined on the feature map that feeds the global average pooling "
+                         f"({graph.producer[id(feeding)].name!r}), not on {target.name!r}; "
+                         "leave layer=None, or use grad_cam for other layers.")
+    return dense
+
+
+def _build_cam(model, target, dense, shape, upsample):
+    model_ref, target_ref, dense_ref = weakref.ref(model), weakref.ref(target), weakref.ref(dense)
+
+    @tf.function(input_signature=_spec(shape))
+    def fn(images, classes):
+        record, hook = _recorder(target_ref())
+        logits = _run(model_ref(), images, hook)
+        classes, _ = _pick(logits, classes)
+        w = tf.gather(tf.transpose(tf.cast(dense_ref().kernel, tf.float32)), classes)  # (N, K): w_k^c
+        maps = tf.einsum("nhwk,nk->nhw", tf.cast(record["A"], tf.float32), w)
+        if upsample:
+            maps = tf.image.resize(maps[..., None], shape[:2], method="bilinear")[..., 0]
+        return maps, classes, logits
+
+    return fn
+
+
+def cam(model, images, class_index=None, layer=None, upsample=True, batch_size=64):
+    """Class activation maps M_c(x, y) = sum_k w_k^c f_k(x, y), float32 (N, H, W) or (N, h, w).
+
+    Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016,
+    eq. 2 (Sec. 2): f_k are the maps that feed the global average pooling and w_k^c the
+    weights of the Dense layer after it (bias left out). The raw map, which may be
+    negative: S_c = (1/Z) sum_xy M_c(x, y) + b_c. Only for GAP -> Dense heads; any other
+    head raises a ValueError pointing to :func:`grad_cam`. Same arguments as
+    :func:`grad_cam`. Used in notebook 07.
+    """
+    images = check_images(images)
+    graph = _graph(model, images)
+    target = _resolve_layer(model, graph, layer)
+    dense = _cam_head(model, graph, target)
+    classes = _check_classes(class_index, len(images), graph.n_classes)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    key = ("cam", id(target), images.shape[1:], bool(upsample))
+    fn = _cached(model, key, lambda: _build_cam(model, target, dense, images.shape[1:], bool(upsample)))
+    return _in_batches(fn, images, classes, batch_size)[0]
+
+
+# ============================================================== 3. gradients on the input
+
+
+def _build_input_gradient(model, guided, shape):
+    model_ref = weakref.ref(model)
+
+    def hook(op, args, out):
+        return _guided_identity(out) if guided and _is_relu(op) else out
+
+    @tf.function(input_signature=_spec(shape))
+    def fn(images, classes):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            logits = _run(model_ref(), images, hook)
+            classes, score = _pick(logits, classes)
+        return tape.gradient(score, images), classes, logits
+
+    return fn
+
+
+def _input_gradient(model, images, class_index, guided, batch_size):
+    images = check_images(images)
+    graph = _graph(model, images)
+    classes = _check_classes(class_index, len(images), graph.n_classes)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    key = ("guided" if guided else "saliency", images.shape[1:])
+    fn = _cached(model, key, lambda: _build_input_gradient(model, guided, images.shape[1:]))
+    return _in_batches(fn, images, classes, batch_size)
+
+
+def saliency(model, images, class_index=None, batch_size=64):
+    """The plain gradient dS_c/dx of the class logit w.r.t. the input, float32 (N, H, W, C).
+
+    Simonyan, Vedaldi and Zisserman, "Deep Inside Convolutional Networks", ICLR 2014
+    workshop, eq. 3 (they show its absolute value, max over channels). Used in notebook 07
+    as the baseline guided backprop is compared with.
+    """
+    return _input_gradient(model, images, class_index, False, batch_size)[0]
+
+
+def guided_backprop(model, images, class_index=None, batch_size=64):
+    """Guided backpropagation of the class logit to the input, float32 (N, H, W, C).
+
+    Springenberg et al., "Striving for Simplicity", ICLR 2015 workshop, Fig. 1: at every
+    ReLU the backward pass keeps a gradient only where the forward input was positive
+    *and* the gradient is positive. Applied after every ReLU form (activation='relu' or
+    'relu6' in any layer, Activation('relu'), ReLU(), ReLU(max_value=6)), inside nested
+    models too, without changing the model: the interpreter wraps each ReLU's output in an
+    identity whose gradient is clipped at zero. Used in notebook 07.
+    """
+    return _input_gradient(model, images, class_index, True, batch_size)[0]
+
+
+def guided_grad_cam(model, images, class_index=None, layer=None, batch_size=64):
+    """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM map, float32 (N, H, W, C).
+
+    Selvaraju et al. (2017), Sec. 3.1 "Guided Grad-CAM": the pointwise product gives a
+    high-resolution and class-discriminative map. Both parts explain the same class
+    (the top class of each image when ``class_index`` is None). Used in notebook 07.
+    """
+    images = check_images(images)
+    gb, classes, _ = _input_gradient(model, images, class_index, True, batch_size)
+    maps = grad_cam(model, images, classes, layer=layer, upsample=True, batch_size=batch_size)
+    return (gb * maps[..., None]).astype(np.float32)
+
+
+# ========================================================================= 4. perturbation
+
+
+def _build_logits(model, shape):
+    model_ref = weakref.ref(model)
+
+    @tf.function(input_signature=_spec(shape)[:1])
+    def fn(images):
+        return _run(model_ref(), images, lambda op, args, out: out)
+
+    return fn
+
+
+def _starts(size, patch, stride):
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:  # make the last patch touch the border
+        starts.append(size - patch)
+    return starts
+
+
+def occlusion(model, images, class_index=None, patch=8, stride=4, fill=0.5, batch_size=256):
+    """Occlusion sensitivity: the drop of the class logit when a grey square hides each place.
+
+    Zeiler and Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014,
+    Sec. 4.2: slide a ``patch`` x ``patch`` square of value ``fill`` with step ``stride``;
+    each pixel gets the mean of S_c(x) - S_c(x occluded) over the squares covering it
+    (positive: evidence for the class). Returns float32 (N, H, W). All occluded copies of
+    an image go through the model in batches of ``batch_size``. Used in notebook 07.
+    """
+    images = check_images(images)
+    graph = _graph(model, images)
+    classes = _check_classes(class_index, len(images), graph.n_classes)
+    n, h, w = images.shape[:3]
+    patch, stride = check_positive_int(patch, "patch"), check_positive_int(stride, "stride")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if patch > min(h, w):
+        raise ValueError(f"patch {patch} is larger than the images ({h}x{w}); use a smaller patch.")
+    if not 0.0 <= float(fill) <= 1.0:
+        raise ValueError(f"fill must be a grey level in [0, 1]; got {fill}.")
+    fn = _cached(model, ("logits", images.shape[1:]), lambda: _build_logits(model, images.shape[1:]))
+    spots = [(t, l) for t in _starts(h, patch, stride) for l in _starts(w, patch, stride)]
+    maps = np.zeros((n, h, w), np.float32)
+    for i in range(n):
+        copies = np.repeat(images[i : i + 1], len(spots) + 1, axis=0)
+        for j, (t, l) in enumerate(spots, start=1):
+            copies[j, t : t + patch, l : l + patch] = fill
+        logits = np.concatenate([fn(tf.constant(copies[k : k + batch_size])).numpy()
+                                 for k in range(0, len(copies), batch_size)])
+        c = int(np.argmax(logits[0])) if classes[i] < 0 else int(classes[i])
+        drops = logits[0, c] - logits[1:, c]
+        total, count = np.zeros((h, w), np.float64), np.zeros((h, w), np.float64)
+        for (t, l), d in zip(spots, drops):
+            total[t : t + patch, l : l + patch] += d
+            count[t : t + patch, l : l + patch] += 1
+        maps[i] = total / count
+    return maps
+
+
+# ============================================================================== 5. display
+
+
+def normalize(maps):
+    """Scale each map to [0, 1] by its own min and max (a constant map becomes zeros).
+
+    ``maps`` (H, W) or (N, H, W, ...); returns float32 of the same shape. Used in notebooks 07-09.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim < 2:
+        raise ValueError(f"maps must be (H, W) or (N, H, W); got shape {maps.shape}.")
+    if not np.isfinite(maps).all():
+        raise ValueError("maps contain NaN or Inf; cannot normalise them.")
+    single = maps.ndim == 2
+    m = maps[None] if single else maps
+    axes = tuple(range(1, m.ndim))
+    lo, hi = m.min(axis=axes, keepdims=True), m.max(axis=axes, keepdims=True)
+    out = np.where(hi > lo, (m - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0).astype(np.float32)
+    return out[0] if single else out
+
+
+def overlay(image, heatmap, alpha=0.5, cmap="jet"):
+    """Blend a heat-map (normalised, coloured by ``cmap``) over an image: float32 (H, W, 3) in [0, 1].
+
+    ``image`` (H, W, C) in [0, 1] (grey is repeated to RGB); ``heatmap`` (h, w), resized
+    bilinearly to the image when its size differs. Used in notebooks 07-09 for display.
+    """
+    import matplotlib
+
+    image = check_images(np.asarray(image)[None], "image")[0]
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be one 2-D map (h, w); got shape {heatmap.shape}.")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
+    if heatmap.shape != image.shape[:2]:
+        heatmap = tf.image.resize(heatmap[..., None], image.shape[:2], method="bilinear").numpy()[..., 0]
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    colour = matplotlib.colormaps[cmap](normalize(heatmap))[..., :3]
+    return ((1.0 - alpha) * rgb + alpha * colour).astype(np.float32)
+
+
+# ============================================================ 6. weakly supervised localization
+
+
+def cam_to_box(maps, threshold=0.2):
+    """Box around a heat-map's largest blob: float32 (4,) for one map (H, W), (N, 4) for (N, H, W).
+
+    Zhou et al. (2016), Sec. 3.1: keep the pixels above ``threshold`` x the map's max,
+    take the largest connected component (8-connected, ``scipy.ndimage.label``) and
+    return its bounding box (x_min, y_min, x_max, y_max) normalised by the map's width
+    and height (a pixel column c spans [c/W, (c+1)/W]). A map with no positive value
+    gives the whole image. Used in notebook 07.
+    """
+    from scipy import ndimage
+
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim not in (2, 3):
+        raise ValueError(f"maps must be (H, W) or (N, H, W); got shape {maps.shape}.")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold is a fraction of the map's max in [0, 1); got {threshold}.")
+    single = maps.ndim == 2
+    boxes = []
+    for m in maps[None] if single else maps:
+        h, w = m.shape
+        top = m.max()
+        if not np.isfinite(top) or top <= 0:
+            boxes.append([0.0, 0.0, 1.0, 1.0])
+            continue
+        labels, count = ndimage.label(m > threshold * top, structure=np.ones((3, 3)))
+        sizes = ndimage.sum_labels(np.ones_like(m), labels, index=np.arange(1, count + 1))
+        rows, cols = np.nonzero(labels == 1 + int(np.argmax(sizes)))
+        boxes.append([cols.min() / w, rows.min() / h, (cols.max() + 1) / w, (rows.max() + 1) / h])
+    boxes = np.asarray(boxes, np.float32)
+    return boxes[0] if single else boxes
+
+
+def box_iou(a, b):
+    """Intersection over union of boxes (x_min, y_min, x_max, y_max), broadcast over leading axes."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape[-1] != 4 or b.shape[-1] != 4:
+        raise ValueError(f"boxes must end in 4 coordinates (x_min, y_min, x_max, y_max); got {a.shape}, {b.shape}.")
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area = lambda x: np.clip(x[..., 2] - x[..., 0], 0, None) * np.clip(x[..., 3] - x[..., 1], 0, None)  # noqa: E731
+    union = area(a) + area(b) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def box_mass_share(maps, boxes):
+    """Share of each map's positive mass inside its box, float32 (N,) in [0, 1].
+
+    ``maps`` (N, H, W); ``boxes`` (N, 4) normalised. Pixels count when their centre is in
+    the box. Used in notebook 07 to ask whether a model looks at the digit or at a cue.
+    """
+    maps = np.clip(np.asarray(maps, np.float64), 0, None)
+    boxes = np.asarray(boxes, np.float64)
+    if maps.ndim != 3 or boxes.shape != (len(maps), 4):
+        raise ValueError(f"need maps (N, H, W) and boxes (N, 4); got {maps.shape} and {boxes.shape}.")
+    h, w = maps.shape[1:]
+    ys, xs = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
+    inside = ((xs[None, None, :] >= boxes[:, 0, None, None]) & (xs[None, None, :] <= boxes[:, 2, None, None])
+              & (ys[None, :, None] >= boxes[:, 1, None, None]) & (ys[None, :, None] <= boxes[:, 3, None, None]))
+    total = maps.sum(axis=(1, 2))
+    return np.where(total > 0, (maps * inside).sum(axis=(1, 2)) / np.where(total > 0, total, 1), 0).astype(np.float32)
+
+
+METHODS = {"cam": cam, "grad_cam": grad_cam, "grad_cam_plus_plus": grad_cam_plus_plus}
+
+
+def localization_accuracy(model, images, labels, boxes, method="grad_cam", threshold=0.2, iou_threshold=0.5,
+                          layer=None, batch_size=64) -> dict:
+    """Weakly supervised localization scores, the CAM paper's protocol (Zhou et al. 2016, Sec. 3.1).
+
+    For each image: the map of the true class by ``method`` ("cam", "grad_cam",
+    "grad_cam_plus_plus"), :func:`cam_to_box` at ``threshold``, IoU with the ground-truth
+    box (the best over the boxes when ``boxes`` is (N, K, 4)). Returns a dict with
+    ``classification_accuracy``; ``localization_accuracy`` (top-1: class right *and*
+    IoU >= ``iou_threshold``, the complement of the paper's top-1 localization error);
+    ``gt_known_localization_accuracy`` (IoU >= ``iou_threshold`` whatever the prediction);
+    ``mean_iou``; and ``iou`` (N,). Used in notebook 07.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+    images = check_images(images)
+    labels = np.asarray(labels)
+    boxes = np.asarray(boxes, np.float32)
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels must be (N,) = ({len(images)},); got shape {labels.shape}.")
+    if boxes.shape[0] != len(images) or boxes.shape[-1] != 4 or boxes.ndim not in (2, 3):
+        raise ValueError(f"boxes must be (N, 4) or (N, K, 4) with N = {len(images)}; got shape {boxes.shape}.")
+    graph = _graph(model, images)
+    labels = _check_classes(labels, len(images), graph.n_classes)
+    if method == "cam":
+        _cam_head(model, graph, _resolve_layer(model, graph, layer))
+        maps = cam(model, images, labels, layer=layer, batch_size=batch_size)
+        logits = _cached(model, ("logits", images.shape[1:]), lambda: _build_logits(model, images.shape[1:]))
+        logits = np.concatenate([logits(tf.constant(images[i : i + batch_size])).numpy()
+                                 for i in range(0, len(images), batch_size)])
+    else:
+        maps, _, logits = _gradient_map(method, model, images, labels, layer, True, batch_size)
+    pred_boxes = cam_to_box(maps, threshold)
+    gt = boxes if boxes.ndim == 3 else boxes[:, None]
+    iou = box_iou(pred_boxes[:, None], gt).max(axis=1)
+    correct = np.argmax(logits, -1) == labels
+    hit = iou >= iou_threshold
+    return {
+        "classification_accuracy": float(correct.mean()),
+        "localization_accuracy": float((correct & hit).mean()),
+        "gt_known_localization_accuracy": float(hit.mean()),
+        "mean_iou": float(iou.mean()),
+        "iou": iou.astype(np.float32),
+    }
+
+
+# ================================================================ 7. visualizing CNNs (notebook 08)
+#
+# Reserved for notebook 08: first-layer filter grids, activation grids, maximally
+# activating patches, and activation maximization (gradient ascent on the input with L2
+# regularization). Reuse section 1: ``_run(model, x, hook)`` records any inner layer's
+# output (nested models too) without building a sub-model, and ``_cached`` keeps one
+# compiled function per model.

@@ -197,14 +197,36 @@ def _bright_colour(rng) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.85, 1.0)), np.float32)
 
 
-def _background(rng, size: int) -> np.ndarray:
-    """A dim, tinted random crop of a real texture, (size, size, 3)."""
-    tex = load_texture(TEXTURES[rng.integers(len(TEXTURES))])
-    crop = int(rng.integers(size, 4 * size))
-    top, left = rng.integers(0, tex.shape[0] - crop, size=2)
-    from skimage.transform import resize
+def _resize(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Bilinear resize of a 2-D array (pixel centres aligned, edges clamped), in NumPy."""
+    h, w = a.shape
+    ys = np.clip((np.arange(out_h) + 0.5) * h / out_h - 0.5, 0, h - 1)
+    xs = np.clip((np.arange(out_w) + 0.5) * w / out_w - 0.5, 0, w - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = a[y0][:, x0] * (1 - wx) + a[y0][:, x1] * wx
+    bottom = a[y1][:, x0] * (1 - wx) + a[y1][:, x1] * wx
+    return (top * (1 - wy) + bottom * wy).astype(np.float32)
 
-    patch = resize(tex[top : top + crop, left : left + crop], (size, size), order=1, anti_aliasing=crop > size)
+
+@lru_cache(maxsize=None)
+def _texture_scales(name: str) -> tuple:
+    """A texture at scales 1, 1/2, 1/3 and 1/4 (block means), computed once."""
+    tex = load_texture(name)
+    out = []
+    for f in (1, 2, 3, 4):
+        n = (tex.shape[0] // f) * f
+        out.append(tex[:n, :n].reshape(n // f, f, n // f, f).mean(axis=(1, 3)).astype(np.float32))
+    return tuple(out)
+
+
+def _background(rng, size: int) -> np.ndarray:
+    """A dim, tinted random crop of a real texture at a random scale, (size, size, 3)."""
+    scales = _texture_scales(TEXTURES[rng.integers(len(TEXTURES))])
+    tex = scales[rng.integers(len(scales))]
+    top, left = rng.integers(0, tex.shape[0] - size, size=2)
+    patch = tex[top : top + size, left : left + size]
     tint = 0.5 + 0.5 * rng.random(3).astype(np.float32)
     lo, hi = rng.uniform(0.05, 0.2), rng.uniform(0.35, 0.55)
     return (lo + (hi - lo) * patch)[..., None].astype(np.float32) * tint
@@ -231,9 +253,7 @@ def _overlap(box_a, box_b, margin=0.0):
 
 
 def _scaled_digit(ink, px, rng):
-    from skimage.transform import resize
-
-    alpha = resize(ink, (px, px), order=1, anti_aliasing=False)
+    alpha = _resize(ink, px, px)
     return np.clip(alpha * rng.uniform(1.0, 1.3), 0.0, 1.0).astype(np.float32)
 
 
@@ -324,9 +344,7 @@ def make_cluttered_digits(
             src = ink[rng.choice(pool)]
             fh, fw = rng.integers(3, 6, size=2)
             r0, c0 = rng.integers(0, 8 - fh + 1), rng.integers(0, 8 - fw + 1)
-            from skimage.transform import resize
-
-            frag = resize(src[r0 : r0 + fh, c0 : c0 + fw], (max(2, int(fh * scale)), max(2, int(fw * scale))), order=1)
+            frag = _resize(src[r0 : r0 + fh, c0 : c0 + fw], max(2, int(fh * scale)), max(2, int(fw * scale)))
             frag = np.clip(frag, 0, 1).astype(np.float32)
             spot = _place(rng, image_size, max(frag.shape), taken)
             if spot is not None:

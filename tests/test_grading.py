@@ -1,0 +1,295 @@
+"""Tests of course_lib.grading: student versions and autograding with Otter-Grader.
+
+The fixture master (tests/fixtures/grading/grading_fixture.ipynb, NumPy only) and the
+misbehaving submissions built from it (make_submissions.py) keep these tests to a couple
+of minutes. The real notebooks get the cheap checks here (format, points, student
+version without solutions, runs up to its first exercise); grading every real master and
+student version in full is `python -m course_lib.grading selfcheck` (minutes per notebook).
+"""
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytest.importorskip("otter", reason="Otter-Grader is the instructor extra: pip install -r requirements-dev.txt")
+
+from course_lib import grading  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures" / "grading"
+MASTER = FIXTURES / "grading_fixture.ipynb"
+SUBMISSIONS = FIXTURES / "submissions"
+NOTEBOOKS = sorted(grading.NOTEBOOKS_DIR.glob("[0-9]*.ipynb"))
+
+sys.path.insert(0, str(FIXTURES))
+from make_submissions import EXPECTED  # noqa: E402
+
+# Grading limits for the fixture folder: generous for a NumPy notebook on a loaded
+# machine, short enough that the two endless submissions cost ~2.5 minutes at most.
+CELL_TIMEOUT, TIMEOUT, JOBS = 30, 120, 3
+
+
+@pytest.fixture(scope="module")
+def fixture_dist(tmp_path_factory):
+    return grading.assign(MASTER, tmp_path_factory.mktemp("dist"))
+
+
+def code_of(path):
+    nb = nbformat.read(str(path), as_version=4)
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+# ----------------------------------------------------------------- the master's format
+
+
+def test_fixture_master_exercises():
+    exercises = grading.check_master(MASTER)
+    assert [e.name for e in exercises] == ["q1_standardize", "q2_threshold", "q3_iou"]
+    assert [e.points for e in exercises] == [3, 1, 2]
+    assert [[t.hidden for t in e.tests] for e in exercises] == [[False, True], [False], [False, True]]
+    assert "inter = iw * ih" in exercises[2].solution_lines
+    assert exercises[1].solution_lines == ["threshold = 0.2 * x.max()"]
+
+
+def test_solution_lines_reads_both_markers():
+    code = "def f(x):\n    # BEGIN SOLUTION\n    y = 2 * x\n    # a comment\n    # END SOLUTION\n    return y\nz = 3  # SOLUTION\n"
+    assert grading.solution_lines(code) == ["y = 2 * x", "z = 3"]
+
+
+def _edited_master(tmp_path, edit):
+    nb = nbformat.read(str(MASTER), as_version=4)
+    edit(nb)
+    path = tmp_path / "edited.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _drop_last_question(nb):
+    begin = max(i for i, c in enumerate(nb.cells) if c.source.startswith("# BEGIN QUESTION"))
+    end = max(i for i, c in enumerate(nb.cells) if c.source.startswith("# END QUESTION"))
+    del nb.cells[begin:end + 1]
+
+
+def _cells(nb, text):
+    return [c for c in nb.cells if text in c.source]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda nb: setattr(nb, "cells", nb.cells[1:]), "ASSIGNMENT CONFIG"),
+        (lambda nb: _drop_last_question(nb), "2 exercise(s) found, at least 3"),
+        (lambda nb: _cells(nb, "name: q1_standardize")[0].update(source="# BEGIN QUESTION\nname: q1_standardize\npoints: 4"),
+         "add up to 3 but the question is worth 4"),
+        (lambda nb: _cells(nb, "name: q2_threshold")[0].update(source="# BEGIN QUESTION\nname: q2_threshold\npoints: 1.5"),
+         "positive whole number"),
+        (lambda nb: _cells(nb, "name: q3_iou")[0].update(source="# BEGIN QUESTION\nname: q9_iou\npoints: 2"),
+         "must be named 'q3_"),
+        (lambda nb: _cells(nb, "def test_threshold")[0].update(
+            source='""" # BEGIN TEST CONFIG\nhidden: true\n""" # END TEST CONFIG\n' + _cells(nb, "def test_threshold")[0].source),
+         "every test is hidden"),
+        (lambda nb: _cells(nb, "# SOLUTION")[0].update(source="threshold = 0.2 * x.max()"), "no solution lines"),
+    ],
+    ids=["no-config", "two-exercises", "points-mismatch", "fractional-points", "misnamed", "all-hidden", "no-solution"],
+)
+def test_check_master_rejects_bad_format(tmp_path, edit, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        grading.check_master(_edited_master(tmp_path, edit))
+
+
+def test_check_master_rejects_a_non_notebook(tmp_path):
+    bad = tmp_path / "notes.ipynb"
+    bad.write_text("not json")
+    with pytest.raises(ValueError, match="not a Jupyter notebook"):
+        grading.check_master(bad)
+    with pytest.raises(ValueError, match="no such notebook"):
+        grading.check_master(tmp_path / "missing.ipynb")
+
+
+def test_cli_check_exit_codes(tmp_path, capsys):
+    assert grading.main(["check", str(MASTER)]) == 0
+    assert "3 exercises, 6 points, 2 hidden tests" in capsys.readouterr().out
+    bad = _edited_master(tmp_path, lambda nb: _cells(nb, "# SOLUTION")[0].update(source="threshold = 1"))
+    assert grading.main(["check", str(bad)]) == 1
+    assert grading.main(["check", str(tmp_path / "nope.txt")]) == 2
+
+
+# ----------------------------------------------------------------- the student version
+
+
+def test_student_version_has_no_solutions_and_no_hidden_tests(fixture_dist):
+    student_code = code_of(fixture_dist.student)
+    solutions = [line for e in grading.parse_exercises(MASTER) for line in e.solution_lines]
+    assert len(solutions) == 7
+    for line in solutions:
+        assert line not in student_code, f"solution line leaked: {line}"
+    assert "# BEGIN SOLUTION" not in student_code and "# SOLUTION" not in student_code
+    assert grading.leaked_lines(MASTER, fixture_dist.student) == []
+    text = fixture_dist.student.read_text()
+    assert "test_standardize_values" not in text and "test_iou_half" not in text  # hidden
+    assert "test_standardize_shape" in text and "test_iou_identical" in text  # public, for grader.check
+    checks = re.findall(r'^grader\.check\("(q\w+)"\)', student_code, re.M)
+    assert checks == ["q1_standardize", "q2_threshold", "q3_iou"]
+    readme = (fixture_dist.student.parent / "README.md").read_text()
+    assert 'pip install "otter-grader==' in readme and "grading_fixture.ipynb" in readme
+
+
+def test_leak_detector_finds_a_leak(fixture_dist):
+    # The master itself as a "student version": every solution line leaks.
+    assert "inter = iw * ih" in grading.leaked_lines(MASTER, fixture_dist.autograder_notebook)
+    assert grading.hidden_tests_in(MASTER, MASTER) == ["test_standardize_values", "test_iou_half"]
+
+
+def _execute(path, workdir, upto=None):
+    """Execute a notebook's code cells [0, upto) in ``workdir``; return the executed cells."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = nb.cells if upto is None else nb.cells[:upto]
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
+    with client.setup_kernel():
+        for i, cell in enumerate(cells):
+            if cell.cell_type == "code":
+                client.execute_cell(cell, i)
+    return cells
+
+
+def test_student_can_check_answers_in_a_renamed_copy(tmp_path):
+    # A student's filled-in copy, renamed: grader.check runs the public tests and passes.
+    copy = tmp_path / "s1234567.ipynb"
+    shutil.copy(SUBMISSIONS / "full_marks.ipynb", copy)
+    cells = _execute(copy, tmp_path)
+    checks = [c for c in cells if c.source.startswith("grader.check(")]
+    assert len(checks) == 3
+    for c in checks:
+        assert not any(o.get("output_type") == "error" for o in c.outputs), c.outputs
+        shown = json.dumps([o.get("data", {}).get("text/plain", "") for o in c.outputs])
+        assert "passed" in shown, shown
+
+
+# ----------------------------------------------------------------- grading
+
+
+@pytest.fixture(scope="module")
+def graded(fixture_dist, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grades")
+    start = time.monotonic()
+    grades = grading.grade_folder(SUBMISSIONS, fixture_dist.autograder, out,
+                                  cell_timeout=CELL_TIMEOUT, timeout=TIMEOUT, jobs=JOBS)
+    return grades, out, time.monotonic() - start
+
+
+def test_grading_gives_each_submission_its_expected_row(graded):
+    grades, _, _ = graded
+    by_student = {g.student: g for g in grades}
+    assert sorted(by_student) == sorted(EXPECTED)
+    for student, (points, words) in EXPECTED.items():
+        g = by_student[student]
+        assert g.points == points, (student, g.points, g.reason)
+        for word in words:
+            assert word in g.reason, (student, g.reason)
+    assert by_student["full_marks"].total == 6 and by_student["full_marks"].reason == ""
+    assert by_student["untouched"].total == 0 and "grading" not in by_student["untouched"].reason
+
+
+def test_grading_finishes_within_the_limits(graded):
+    grades, _, elapsed = graded
+    assert all(g.seconds <= TIMEOUT + 15 for g in grades), [(g.student, g.seconds) for g in grades]
+    # every slot of the pool runs its submissions one after another, each within TIMEOUT
+    assert elapsed <= -(-len(grades) // JOBS) * (TIMEOUT + 15)
+
+
+def test_grades_csv_and_feedback_files(graded):
+    grades, out, _ = graded
+    with open(out / "grades.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["student", "q1_standardize", "q2_threshold", "q3_iou", "total", "possible", "reason"]
+    assert len(rows) == len(EXPECTED)
+    for row in rows:
+        points = EXPECTED[row["student"]][0]
+        assert [float(row[q]) for q in points] == list(points.values())
+        assert float(row["total"]) == sum(points.values()) and row["possible"] == "6"
+    feedback = (out / "feedback" / "edited_tests.md").read_text()
+    assert "Total: 3 / 6 points" in feedback and "hidden test(s) failed" in feedback
+    assert "test_standardize_values" not in feedback  # hidden tests stay hidden
+    assert "not a notebook" in (out / "feedback" / "essay.md").read_text()
+
+
+def test_network_guard_allows_loopback_only(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(grading.NETWORK_GUARD)
+    probe = (
+        "import socket\n"
+        "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen()\n"
+        "socket.create_connection(srv.getsockname(), timeout=5).close()\n"
+        "for target in [('10.255.255.1', 80), ('93.184.215.14', 443)]:\n"
+        "    try:\n"
+        "        socket.create_connection(target, timeout=5)\n"
+        "    except OSError as e:\n"
+        "        assert 'disabled while grading' in str(e), e\n"
+        "    else:\n"
+        "        raise SystemExit('connected to ' + str(target))\n"
+        "try:\n"
+        "    socket.getaddrinfo('example.com', 80)\n"
+        "except OSError as e:\n"
+        "    assert 'disabled while grading' in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('resolved a name')\n"
+        "print('guard ok')\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "guard ok" in run.stdout, run.stdout + run.stderr
+
+
+def test_grading_input_errors(tmp_path, fixture_dist):
+    with pytest.raises(ValueError, match="not a folder"):
+        grading.submissions_in(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no submissions"):
+        grading.submissions_in(tmp_path)
+    with pytest.raises(ValueError, match="no autograder"):
+        grading.resolve_autograder("99_missing", dist=tmp_path)
+    assert grading.resolve_autograder("grading_fixture", dist=fixture_dist.autograder.parent.parent) == fixture_dist.autograder
+    with pytest.raises(ValueError, match="jobs must be"):
+        grading.grade_folder(SUBMISSIONS, fixture_dist.autograder, tmp_path, jobs=0)
+    with pytest.raises(ValueError, match="not a notebook file"):
+        grading.master_notebooks([tmp_path / "x.txt"])
+
+
+def test_submissions_in_reads_files_and_student_folders(tmp_path):
+    (tmp_path / "alice.ipynb").write_text("{}")
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "01_anything.ipynb").write_text("{}")
+    (tmp_path / ".DS_Store").write_text("")
+    assert [s for s, _ in grading.submissions_in(tmp_path)] == ["alice", "bob"]
+
+
+# ----------------------------------------------------------------- the real notebooks
+
+
+def _first_answer_cell(nb):
+    """Index of the first exercise's answer cell: the code cell before the first check."""
+    first_check = next(i for i, c in enumerate(nb.cells) if c.source.startswith("grader.check("))
+    return max(i for i in range(first_check) if nb.cells[i].cell_type == "code")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_real_notebook_exercises(notebook):
+    exercises = grading.check_master(notebook)  # >= 3, q1_..., whole points, a public test each
+    assert len(exercises) >= grading.MIN_EXERCISES
+    assert all(e.points > 0 and any(not t.hidden for t in e.tests) for e in exercises)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_real_student_version(notebook, tmp_path):
+    done = grading.assign(notebook, tmp_path / "dist")
+    assert grading.leaked_lines(notebook, done.student) == []
+    assert grading.hidden_tests_in(notebook, done.student) == []
+    nb = nbformat.read(str(done.student), as_version=4)
+    _execute(done.student, tmp_path, upto=_first_answer_cell(nb))  # raises on any error

@@ -172,6 +172,32 @@ def test_flops_recurse_into_nested_models():
     assert M.count_flops(outer) == M.count_flops(inner) + 10 * 3
 
 
+def _tf_profiler_macs(model):
+    """Multiply-adds according to TensorFlow's graph profiler: FLOPs of Conv2D / depthwise / MatMul ops, / 2."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    graph = convert_variables_to_constants_v2(concrete).graph
+    opts = option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation())
+    opts = opts.with_empty_output().account_displayed_op_only(True).select(["float_ops"]).build()
+    opts["account_type_regexes"] = ["Conv2D", "DepthwiseConv2dNative", "MatMul"]
+    return model_analyzer.profile(graph, options=opts).total_float_ops / 2
+
+
+@pytest.mark.parametrize("build", [
+    lambda: M.resnet(8, (24, 24, 3), 10, variant="cifar"),
+    lambda: M.mobilenet_v2(0.35, (24, 24, 3), 10, variant="cifar"),
+    lambda: M.small_inception_net((24, 24, 3), 10),
+    lambda: M.small_densenet((24, 24, 3), 10, growth_rate=4),
+], ids=["resnet8", "mobilenetv2", "inception", "densenet"])
+def test_flops_equal_tensorflow_profiler(build):
+    model = build()
+    assert M.count_flops(model) == _tf_profiler_macs(model)
+
+
 # ----------------------------------------------------- small models, helper
 
 

@@ -283,8 +283,8 @@ def multitask_loss(s, r, alpha):
     return alpha * s + (1.0 - alpha) * r
 
 
-def _features(backbone, pooling: str, dropout: float, hidden: int, name: str):
-    """Backbone output -> pooled vector -> dropout -> (shared Dense(hidden, relu))."""
+def _check_backbone(backbone):
+    """Return the backbone's spatial output (batch, h, w, c), or raise a clear ValueError."""
     if not isinstance(backbone, keras.Model):
         raise ValueError(f"backbone must be a keras.Model (e.g. a small CNN or a MobileNetV2 without top); got {type(backbone).__name__}.")
     if len(backbone.outputs) != 1 or len(backbone.outputs[0].shape) != 4:
@@ -293,12 +293,24 @@ def _features(backbone, pooling: str, dropout: float, hidden: int, name: str):
             f"backbone must output one spatial feature map (batch, h, w, channels); got output shape(s) {shapes}. "
             "Build it without its classifier and without global pooling (e.g. include_top=False, pooling=None)."
         )
-    if pooling not in ("flatten", "avg"):
-        raise ValueError(f"pooling must be 'flatten' (keeps where things are) or 'avg'; got {pooling!r}.")
+    return backbone.outputs[0]
+
+
+POOLINGS = {"flatten": keras.layers.Flatten, "avg": keras.layers.GlobalAveragePooling2D,
+            "max": keras.layers.GlobalMaxPooling2D}
+
+
+def _head(features, pooling: str, dropout: float, hidden: int, name: str):
+    """Feature map -> pooled vector -> dropout -> Dense(hidden, relu).
+
+    'flatten' keeps where each feature fired; 'avg' and 'max' (global average / max
+    pooling) discard it, which suits a class that does not depend on the position.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {sorted(POOLINGS)} ('flatten' keeps where things are); got {pooling!r}.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1); got {dropout!r}.")
-    x = backbone.outputs[0]
-    x = keras.layers.Flatten(name=f"{name}_flatten")(x) if pooling == "flatten" else keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
+    x = POOLINGS[pooling](name=f"{name}_{pooling}")(features)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
     if hidden:
@@ -307,27 +319,30 @@ def _features(backbone, pooling: str, dropout: float, hidden: int, name: str):
 
 
 def multitask_model(backbone, num_classes: int, alpha: float = 0.5, box_loss="l2", hidden: int = 128,
-                    dropout: float = 0.3, pooling: str = "flatten", learning_rate: float = 1e-3,
-                    optimizer=None, compile: bool = True, name: str = "multitask"):
+                    dropout: float = 0.3, class_pooling: str = "max", box_pooling: str = "flatten",
+                    learning_rate: float = 1e-3, optimizer=None, compile: bool = True, name: str = "multitask"):
     """Classification + localization on one backbone, compiled with :math:`\\alpha S + (1-\\alpha) R`.
 
-    Heads on the (flattened) backbone features: ``"class"``, ``num_classes`` logits,
-    and ``"box"``, four sigmoids (a normalised xyxy box, inside the image by
-    construction). Compiled with the loss dict ``{"class": sparse cross-entropy from
-    logits, "box": box_loss}`` and ``loss_weights={"class": alpha, "box": 1 - alpha}``,
-    which is how Keras writes the lecture's multitask loss; metrics are class accuracy
-    and :class:`BoxIoU`; the optimizer is ``optimizer`` or Adam(``learning_rate``).
-    ``backbone`` must output a spatial map (batch, h, w, c). Used in notebook 05.
+    Two heads share the backbone's feature map. ``"class"``: ``num_classes`` logits
+    after global max pooling (``class_pooling``; what the digit is does not depend on
+    where it is, and the max keeps the strongest evidence even among clutter). ``"box"``: four sigmoids, a normalised xyxy box inside the image by
+    construction, after flattening (``box_pooling``; where it is needs the positions)
+    and a Dense(``hidden``, relu) layer. Compiled with the loss dict
+    ``{"class": sparse cross-entropy from logits, "box": box_loss}`` and
+    ``loss_weights={"class": alpha, "box": 1 - alpha}``, which is how Keras writes the
+    lecture's multitask loss; metrics: class accuracy and :class:`BoxIoU`; optimizer
+    ``optimizer`` or Adam(``learning_rate``). ``backbone`` must output a spatial map
+    (batch, h, w, c). Used in notebook 05.
     """
     num_classes = check_positive_int(num_classes, "num_classes")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2; got {num_classes}.")
     alpha = check_alpha(alpha)
     box_loss = get_box_loss(box_loss)
-    x = _features(backbone, pooling, dropout, hidden, name)
+    features = _check_backbone(backbone)
     outputs = {
-        "class": keras.layers.Dense(num_classes, name="class")(x),
-        "box": keras.layers.Dense(4, activation="sigmoid", name="box")(x),
+        "class": keras.layers.Dense(num_classes, name="class")(_head(features, class_pooling, dropout, 0, "class")),
+        "box": keras.layers.Dense(4, activation="sigmoid", name="box")(_head(features, box_pooling, dropout, hidden, "box")),
     }
     model = keras.Model(backbone.inputs, outputs, name=name)
     if compile:
@@ -350,23 +365,25 @@ def box_regressor(backbone, box_loss="l2", activation: str = "linear", hidden: i
     """
     if activation not in ("linear", "sigmoid"):
         raise ValueError(f"activation must be 'linear' (unconstrained) or 'sigmoid' (inside the image); got {activation!r}.")
-    x = _features(backbone, pooling, dropout, hidden, name)
+    x = _head(_check_backbone(backbone), pooling, dropout, hidden, name)
     out = keras.layers.Dense(4, activation=activation, name="box")(x)
     model = keras.Model(backbone.inputs, out, name=name)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=get_box_loss(box_loss), metrics=[BoxIoU()])
     return model
 
 
-def quick_and_dirty_model(backbone, dropout: float = 0.3, learning_rate: float = 1e-3, name: str = "quick_and_dirty"):
+def quick_and_dirty_model(backbone, dropout: float = 0.3, pooling: str = "flatten", learning_rate: float = 1e-3,
+                          name: str = "quick_and_dirty"):
     """The lecture's "quick and dirty" localizer, built so its limits can be shown.
 
     Two heads on the backbone: ``"class"``, one sigmoid unit (a *binary* class
     probability), and ``"box"``, four sigmoid units (a normalised box); both trained
     with the same ``BinaryCrossentropy`` and equal weights. It cannot express more than
-    two classes, and the loss it adds up is not a loss we chose for boxes.
+    two classes, and the loss it adds up is not a loss we chose for boxes. (The lecture
+    puts both heads on MobileNet's pooled vector; ``pooling="avg"`` does that.)
     Used in notebook 05.
     """
-    x = _features(backbone, "avg", dropout, 0, name)
+    x = _head(_check_backbone(backbone), pooling, dropout, 0, name)
     outputs = {
         "class": keras.layers.Dense(1, activation="sigmoid", name="class")(x),
         "box": keras.layers.Dense(4, activation="sigmoid", name="box")(x),
@@ -582,12 +599,35 @@ def keypoint_model(backbone, num_keypoints: int, hidden: int = 128, dropout: flo
     Szegedy, CVPR 2014) regresses the k joints of a human pose. Used in notebook 05.
     """
     k = check_positive_int(num_keypoints, "num_keypoints")
-    x = _features(backbone, pooling, dropout, hidden, name)
+    x = _head(_check_backbone(backbone), pooling, dropout, hidden, name)
     x = keras.layers.Dense(2 * k, activation="sigmoid", name="coords")(x)
     out = keras.layers.Reshape((k, 2), name="keypoints")(x)
     model = keras.Model(backbone.inputs, out, name=name)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=L2BoxLoss(name="l2_keypoints"))
     return model
+
+
+def show_keypoints(images, true_keypoints, pred_keypoints=None, ncols: int = 6, title: str | None = None,
+                   size: float = 1.8):
+    """Show images with true joints (white dots) and predicted skeletons (limbs in :data:`LIMBS` colours).
+
+    ``true_keypoints`` / ``pred_keypoints``: (N, k, 2) normalised (x, y) in :data:`JOINTS` order.
+    Used in notebook 05.
+    """
+    from .viz import show_images
+
+    t = np.asarray(true_keypoints, np.float32)
+    if t.ndim != 3 or t.shape[-1] != 2 or len(t) != len(images):
+        raise ValueError(f"true_keypoints must be (N, k, 2) with N = len(images); got {t.shape} for {len(images)} images.")
+    fig = show_images(images, ncols=ncols, title=title, size=size)
+    h, w = np.asarray(images).shape[1:3]
+    for i, ax in enumerate(fig.axes[: len(t)]):
+        ax.plot(t[i, :, 0] * w - 0.5, t[i, :, 1] * h - 0.5, "o", ms=3, mfc="white", mec="black", mew=0.5)
+        if pred_keypoints is not None:
+            p = np.asarray(pred_keypoints[i], np.float32) * [w, h] - 0.5
+            for a, b, side in LIMBS:
+                ax.plot(p[[a, b], 0], p[[a, b], 1], "-", lw=1.5, color=_LIMB_COLOURS[side] if side != "trunk" else "red")
+    return fig
 
 
 def pck(true_keypoints, pred_keypoints, threshold: float = 0.1) -> np.ndarray:

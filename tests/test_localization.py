@@ -286,7 +286,7 @@ def test_backbone_without_spatial_output_is_rejected():
     with pytest.raises(ValueError, match="num_classes must be at least 2"):
         loc.multitask_model(tiny_backbone(), 1)
     with pytest.raises(ValueError, match="pooling must be"):
-        loc.multitask_model(tiny_backbone(), 3, pooling="max")
+        loc.multitask_model(tiny_backbone(), 3, box_pooling="mean")
     with pytest.raises(ValueError, match="outputs"):
         loc.MultitaskTrainer(tiny_backbone(), alpha=0.5)
     with pytest.raises(ValueError, match="keypoints must be"):

@@ -418,7 +418,7 @@ def cam(model, images, class_index=None, layer=None, upsample=True, batch_size=6
     """Class activation maps M_c(x, y) = sum_k w_k^c f_k(x, y), float32 (N, H, W) or (N, h, w).
 
     Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016,
-    eq. 2 (Sec. 2): f_k are the maps that feed the global average pooling and w_k^c the
+    Sec. 2: f_k are the maps that feed the global average pooling and w_k^c the
     weights of the Dense layer after it (bias left out). The raw map, which may be
     negative: S_c = (1/Z) sum_xy M_c(x, y) + b_c. Only for GAP -> Dense heads; any other
     head raises a ValueError pointing to :func:`grad_cam`. Same arguments as
@@ -469,7 +469,7 @@ def saliency(model, images, class_index=None, batch_size=64):
     """The plain gradient dS_c/dx of the class logit w.r.t. the input, float32 (N, H, W, C).
 
     Simonyan, Vedaldi and Zisserman, "Deep Inside Convolutional Networks", ICLR 2014
-    workshop, eq. 3 (they show its absolute value, max over channels). Used in notebook 07
+    workshop, Sec. 3 (they show its absolute value, max over channels). Used in notebook 07
     as the baseline guided backprop is compared with.
     """
     return _input_gradient(model, images, class_index, False, batch_size)[0]
@@ -607,7 +607,7 @@ def overlay(image, heatmap, alpha=0.5, cmap="jet"):
 def cam_to_box(maps, threshold=0.2):
     """Box around a heat-map's largest blob: float32 (4,) for one map (H, W), (N, 4) for (N, H, W).
 
-    Zhou et al. (2016), Sec. 3.1: keep the pixels above ``threshold`` x the map's max,
+    Zhou et al. (2016), Sec. 3: keep the pixels above ``threshold`` x the map's max,
     take the largest connected component (8-connected, ``scipy.ndimage.label``) and
     return its bounding box (x_min, y_min, x_max, y_max) normalised by the map's width
     and height (a pixel column c spans [c/W, (c+1)/W]). A map with no positive value
@@ -672,7 +672,7 @@ METHODS = {"cam": cam, "grad_cam": grad_cam, "grad_cam_plus_plus": grad_cam_plus
 
 def localization_accuracy(model, images, labels, boxes, method="grad_cam", threshold=0.2, iou_threshold=0.5,
                           layer=None, batch_size=64) -> dict:
-    """Weakly supervised localization scores, the CAM paper's protocol (Zhou et al. 2016, Sec. 3.1).
+    """Weakly supervised localization scores, the CAM paper's protocol (Zhou et al. 2016, Sec. 3).
 
     For each image: the map of the true class by ``method`` ("cam", "grad_cam",
     "grad_cam_plus_plus"), :func:`cam_to_box` at ``threshold``, IoU with the ground-truth

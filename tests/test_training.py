@@ -274,6 +274,15 @@ def test_mixup_dataset_mixes_pairs_and_draws_beta():
     assert not np.array_equal(first[0], next(iter(again))[1].numpy())
 
 
+def test_mixup_accepts_float64_one_hot_targets():
+    x, y = _blobs(16)
+    onehot = keras.utils.to_categorical(y, 3)  # float64, as Keras returns it
+    ds = tf.data.Dataset.from_tensor_slices((x, onehot)).batch(8)
+    mx, my = next(iter(training.mixup(ds, alpha=1.0)))
+    assert my.dtype == tf.float32 and my.shape == (8, 3)
+    np.testing.assert_allclose(my.numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
 def test_mixup_errors():
     x, y = _blobs(20)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)

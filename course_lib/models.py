@@ -258,7 +258,8 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * value else new
 
 
-def inverted_residual_block(x, expansion: int, filters: int, stride: int, alpha: float, block_id: int):
+def inverted_residual_block(x, expansion: int, filters: int, stride: int, alpha: float, block_id: int,
+                            bn_momentum: float = 0.999):
     """MobileNetV2 bottleneck of Sandler et al. (2018), Table 1 / Figure 3b: expand, depthwise, project.
 
     1. Expansion: a 1x1 convolution to ``expansion * C_in`` channels, BN, ReLU6
@@ -270,19 +271,20 @@ def inverted_residual_block(x, expansion: int, filters: int, stride: int, alpha:
     The residual connection joins the thin ends (an *inverted* residual) when the
     stride is 1 and the channels match. Names follow ``keras.applications``. Notebook 03.
     """
+    bn = dict(epsilon=1e-3, momentum=bn_momentum)
     in_channels = x.shape[-1]
     out_channels = make_divisible(int(filters * alpha), 8)
     prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
     inputs = x
     if expansion != 1:
         x = layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=prefix + "expand")(x)
-        x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=prefix + "expand_BN")(x)
+        x = layers.BatchNormalization(**bn, name=prefix + "expand_BN")(x)
         x = layers.ReLU(6.0, name=prefix + "expand_relu")(x)
     x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=prefix + "depthwise")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=prefix + "depthwise_BN")(x)
+    x = layers.BatchNormalization(**bn, name=prefix + "depthwise_BN")(x)
     x = layers.ReLU(6.0, name=prefix + "depthwise_relu")(x)
     x = layers.Conv2D(out_channels, 1, use_bias=False, name=prefix + "project")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=prefix + "project_BN")(x)  # linear: no ReLU
+    x = layers.BatchNormalization(**bn, name=prefix + "project_BN")(x)  # linear: no ReLU
     if stride == 1 and in_channels == out_channels:
         x = layers.Add(name=prefix + "add")([inputs, x])
     return x
@@ -295,6 +297,7 @@ def mobilenet_v2(
     variant: str = "imagenet",
     dropout: float = 0.0,
     include_top: bool = True,
+    bn_momentum: float = 0.999,
     name: str | None = None,
 ) -> keras.Model:
     """Build MobileNetV2 (Sandler et al. 2018, Table 2); images in [0, 1] in, logits out.
@@ -306,7 +309,10 @@ def mobilenet_v2(
     FLOPs shrink roughly by alpha squared. ``variant="cifar"`` removes the first two
     strides (stem and the first 24-channel block) so small images keep their detail:
     it downsamples by 8 instead of 32. Images are mapped to [-1, 1] inside, by a layer
-    with no weights. ``include_top=False`` returns the feature extractor. Notebooks 03, 04.
+    with no weights. ``include_top=False`` returns the feature extractor. ``bn_momentum``
+    is the batch-norm moving-average momentum: 0.999 as in Keras suits long ImageNet
+    runs; a short run from scratch needs about 0.9, or the inference-mode statistics
+    lag far behind the weights (the train / inference gap of notebook 02). Notebooks 03, 04.
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not alpha > 0:
         raise ValueError(f"alpha (the width multiplier) must be a positive number, e.g. 0.35, 0.5, 1.0; got {alpha!r}.")
@@ -315,23 +321,26 @@ def mobilenet_v2(
     input_shape = _check_input_shape(input_shape, 32 if variant == "imagenet" else 8, f"MobileNetV2 ({variant})")
     num_classes = check_positive_int(num_classes, "num_classes")
     dropout = _check_dropout(dropout)
+    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum must be in [0, 1), e.g. 0.9 or 0.999; got {bn_momentum!r}.")
+    bn = dict(epsilon=1e-3, momentum=float(bn_momentum))
 
     inputs = keras.Input(input_shape, name="image")
     x = normalization_layer(input_shape[-1], "symmetric")(inputs)
     stem_stride = 2 if variant == "imagenet" else 1
     x = layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=stem_stride, padding="same", use_bias=False, name="Conv1")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name="bn_Conv1")(x)
+    x = layers.BatchNormalization(**bn, name="bn_Conv1")(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     block_id = 0
     for stage, (t, c, n, s) in enumerate(MOBILENET_V2_SETTINGS):
         if variant == "cifar" and stage == 1:
             s = 1  # keep the resolution of small images
         for i in range(n):
-            x = inverted_residual_block(x, t, c, s if i == 0 else 1, alpha, block_id)
+            x = inverted_residual_block(x, t, c, s if i == 0 else 1, alpha, block_id, bn["momentum"])
             block_id += 1
     last = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
     x = layers.Conv2D(last, 1, use_bias=False, name="Conv_1")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name="Conv_1_bn")(x)
+    x = layers.BatchNormalization(**bn, name="Conv_1_bn")(x)
     x = layers.ReLU(6.0, name="out_relu")(x)
     if include_top:
         x = _head(x, num_classes, dropout)

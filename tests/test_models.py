@@ -271,6 +271,7 @@ def test_resnet_bad_input(kwargs, match):
         (dict(alpha=1.0, input_shape=(24, 24, 3)), "too small"),
         (dict(alpha=1.0, input_shape=(6, 6, 3), variant="cifar"), "too small"),
         (dict(alpha=1.0, input_shape=(32, 32, 3, 1)), "height, width, channels"),
+        (dict(alpha=1.0, bn_momentum=1.0), "bn_momentum"),
     ],
 )
 def test_mobilenet_v2_bad_input(kwargs, match):

@@ -513,8 +513,8 @@ def _worker(autograder_zip: str, submission: str, result_json: str, cell_timeout
             last = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ""
             result["error"] = f"{type(exc).__name__}: {last}"
             if type(exc).__name__ == "DeadKernelError":
-                result["error"] = ("the kernel died (the notebook called exit() or os._exit, crashed "
-                                   "Python or ran out of memory), so nothing could be graded")
+                result["error"] = ("the kernel died (the notebook called os._exit, crashed Python "
+                                   "or ran out of memory), so nothing could be graded")
             Path(result_json).write_text(json.dumps(result))
             return
     if res.catastrophic_error is not None:
@@ -558,6 +558,7 @@ class Grade:
     reason: str = ""
     failures: dict[str, list] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    complete: bool = False  # Otter ran the notebook and every test file
 
     @property
     def total(self) -> float:
@@ -604,6 +605,7 @@ def grade_submission(submission, autograder_zip, *, student=None, cell_timeout=3
     notes = []
     if result["error"]:
         notes.append(result["error"])
+    grade.complete = not result["error"] and set(result["questions"]) == set(possible)
     for q, r in result["questions"].items():
         if q in grade.points:
             grade.points[q] = r["score"]
@@ -726,8 +728,8 @@ def selfcheck(notebooks=None, *, dist=None, cell_timeout=600, timeout=1800) -> t
                     problems.append(f"master not full marks ({full.reason or 'tests failed'})")
                 if any(v != 0 for v in blank.points.values()):
                     problems.append("untouched student version scored points")
-                if blank.reason.startswith(("stopped", "grading crashed", "grading failed", "not a notebook")):
-                    problems.append(f"student version: {blank.reason}")
+                if not (full.complete and blank.complete):
+                    problems.append(f"grading incomplete: master: {full.reason}; student: {blank.reason}")
                 row["ok"] = not problems
                 row["problem"] = "; ".join(problems)
             except (ValueError, RuntimeError) as exc:
@@ -767,7 +769,7 @@ def main(argv=None) -> int:
     p.add_argument("submissions")
     p.add_argument("--autograder", required=True, help="autograder zip, or a notebook name in DIST/autograder")
     p.add_argument("--dist", default="dist")
-    p.add_argument("--out", default=None, help="default: grades/<notebook>")
+    p.add_argument("--out", default=None, help="default: DIST/grades/<notebook>")
     p.add_argument("--cell-timeout", type=int, default=300)
     p.add_argument("--timeout", type=int, default=1800, help="seconds per submission")
     p.add_argument("--jobs", type=int, default=1)
@@ -803,7 +805,7 @@ def main(argv=None) -> int:
             return 0
         if args.command == "grade":
             zip_path = resolve_autograder(args.autograder, args.dist)
-            out = Path(args.out or Path("grades") / zip_path.stem)
+            out = Path(args.out or Path(args.dist) / "grades" / zip_path.stem)
             grades = grade_folder(args.submissions, zip_path, out, cell_timeout=args.cell_timeout,
                                   timeout=args.timeout, jobs=args.jobs)
             for g in grades:

@@ -195,7 +195,10 @@ def test_grading_gives_each_submission_its_expected_row(graded):
         assert g.points == points, (student, g.points, g.reason)
         for word in words:
             assert word in g.reason, (student, g.reason)
+    incomplete = {"ignores_interrupt", "kernel_exit", "wrong_assignment", "not_json", "essay"}
+    assert {s for s, g in by_student.items() if not g.complete} == incomplete
     assert by_student["full_marks"].total == 6 and by_student["full_marks"].reason == ""
+    assert by_student["network"].reason == ""  # the guard worked inside the kernel (its cell asserts it)
     assert by_student["untouched"].total == 0 and "grading" not in by_student["untouched"].reason
 
 

@@ -94,6 +94,24 @@ def _check_dropout(dropout) -> float:
     return float(dropout)
 
 
+def _check_settings(settings) -> tuple:
+    """MobileNetV2 rows (t, c, n, s): positive integers, stride 1 or 2; else a ValueError."""
+    try:
+        rows = tuple(tuple(row) for row in settings)
+    except TypeError:
+        rows = ()
+    ok = bool(rows) and all(
+        len(r) == 4 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in r)
+        and r[3] in (1, 2) for r in rows
+    )
+    if not ok:
+        raise ValueError(
+            "settings must be a non-empty list of rows (expansion t, channels c, repeats n, stride s) of "
+            f"positive integers with s in (1, 2), like MOBILENET_V2_SETTINGS; got {settings!r}."
+        )
+    return rows
+
+
 # ------------------------------------------------------------ normalisation
 
 
@@ -298,6 +316,7 @@ def mobilenet_v2(
     dropout: float = 0.0,
     include_top: bool = True,
     bn_momentum: float = 0.999,
+    settings=MOBILENET_V2_SETTINGS,
     name: str | None = None,
 ) -> keras.Model:
     """Build MobileNetV2 (Sandler et al. 2018, Table 2); images in [0, 1] in, logits out.
@@ -312,13 +331,18 @@ def mobilenet_v2(
     with no weights. ``include_top=False`` returns the feature extractor. ``bn_momentum``
     is the batch-norm moving-average momentum: 0.999 as in Keras suits long ImageNet
     runs; a short run from scratch needs about 0.9, or the inference-mode statistics
-    lag far behind the weights (the train / inference gap of notebook 02). Notebooks 03, 04.
+    lag far behind the weights (the train / inference gap of notebook 02). ``settings``
+    replaces Table 2's rows (t, c, n, s), e.g. a shorter table for a small, fast network.
+    Notebooks 03, 04.
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not alpha > 0:
         raise ValueError(f"alpha (the width multiplier) must be a positive number, e.g. 0.35, 0.5, 1.0; got {alpha!r}.")
     alpha = float(alpha)
     variant = _check_variant(variant)
-    input_shape = _check_input_shape(input_shape, 32 if variant == "imagenet" else 8, f"MobileNetV2 ({variant})")
+    settings = _check_settings(settings)
+    strides = [row[3] if not (variant == "cifar" and i == 1) else 1 for i, row in enumerate(settings)]
+    total_stride = (2 if variant == "imagenet" else 1) * int(np.prod(strides))
+    input_shape = _check_input_shape(input_shape, total_stride, f"MobileNetV2 ({variant})")
     num_classes = check_positive_int(num_classes, "num_classes")
     dropout = _check_dropout(dropout)
     if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0.0 <= bn_momentum < 1.0:
@@ -332,7 +356,7 @@ def mobilenet_v2(
     x = layers.BatchNormalization(**bn, name="bn_Conv1")(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     block_id = 0
-    for stage, (t, c, n, s) in enumerate(MOBILENET_V2_SETTINGS):
+    for stage, (t, c, n, s) in enumerate(settings):
         if variant == "cifar" and stage == 1:
             s = 1  # keep the resolution of small images
         for i in range(n):

@@ -90,6 +90,15 @@ def test_mobilenet_v2_width_multiplier_equals_keras(alpha):
     assert ours.output_shape == ref.output_shape == (None, 10)
 
 
+def test_mobilenet_v2_short_settings():
+    rows = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2))
+    model = M.mobilenet_v2(0.5, (24, 24, 3), 10, variant="cifar", settings=rows, include_top=False)
+    # cifar variant: stem and first 24-channel row keep the resolution, the 32-channel row halves it
+    assert model.get_layer("block_2_add").output.shape == (None, 24, 24, 16)
+    assert model.get_layer("block_3_project_BN").output.shape == (None, 12, 12, 16)
+    assert model.output_shape == (None, 12, 12, 1280)
+
+
 def test_dense_block_equals_keras_densenet_block():
     from keras.src.applications.densenet import dense_block as keras_dense_block  # Keras' own DenseNet121 block
 
@@ -272,6 +281,9 @@ def test_resnet_bad_input(kwargs, match):
         (dict(alpha=1.0, input_shape=(6, 6, 3), variant="cifar"), "too small"),
         (dict(alpha=1.0, input_shape=(32, 32, 3, 1)), "height, width, channels"),
         (dict(alpha=1.0, bn_momentum=1.0), "bn_momentum"),
+        (dict(alpha=1.0, settings=[(6, 24, 2, 3)]), "settings must be"),
+        (dict(alpha=1.0, settings=[]), "settings must be"),
+        (dict(alpha=1.0, input_shape=(16, 16, 3), settings=[(1, 16, 1, 2)] * 4), "downsample by 32"),
     ],
 )
 def test_mobilenet_v2_bad_input(kwargs, match):

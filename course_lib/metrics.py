@@ -387,7 +387,7 @@ def roc_auc(y_true, scores) -> float:
     Ties count one half (the trapezoid through a tie is the diagonal). 0.5 is
     chance, 1 is perfect, below 0.5 the scores are inverted. With one class in
     ``y_true`` it is undefined: NaN with an :class:`UndefinedMetricWarning` (as in
-    scikit-learn 1.6+).
+    recent scikit-learn; checked against 1.9).
     """
     y_true, scores = _check_scores(y_true, scores)
     if len(np.unique(y_true)) < 2:

@@ -712,7 +712,7 @@ def selfcheck(notebooks=None, *, dist=None, cell_timeout=600, timeout=1800) -> t
     with tempfile.TemporaryDirectory(prefix="selfcheck-") as tmp:
         out = Path(dist) if dist else Path(tmp)
         for master in master_notebooks(notebooks):
-            start = time.monotonic()
+            start, cpu_start = time.monotonic(), _children_cpu()
             row = {"notebook": master.stem, "exercises": "", "points": "", "master": "", "student": "", "ok": False}
             try:
                 done = assign(master, out)
@@ -735,15 +735,26 @@ def selfcheck(notebooks=None, *, dist=None, cell_timeout=600, timeout=1800) -> t
             except (ValueError, RuntimeError) as exc:
                 row["problem"] = str(exc)
             row["seconds"] = round(time.monotonic() - start, 1)
+            row["cpu_s"] = round(_children_cpu() - cpu_start, 1)
             ok &= row["ok"]
             rows.append(row)
             print(_table([row], header=len(rows) == 1), flush=True)
     return rows, ok
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes (0 where unsupported)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _table(rows, header=True) -> str:
-    cols = ["notebook", "exercises", "points", "master", "student", "seconds", "ok", "problem"]
-    widths = [32, 9, 6, 6, 7, 7, 3, 0]
+    cols = ["notebook", "exercises", "points", "master", "student", "seconds", "cpu_s", "ok", "problem"]
+    widths = [32, 9, 6, 6, 7, 7, 7, 3, 0]
     lines = []
     if header:
         lines.append(" ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())

@@ -296,3 +296,16 @@ def test_real_student_version(notebook, tmp_path):
     assert grading.hidden_tests_in(notebook, done.student) == []
     nb = nbformat.read(str(done.student), as_version=4)
     _execute(done.student, tmp_path, upto=_first_answer_cell(nb))  # raises on any error
+
+
+def test_selfcheck_flags_a_master_whose_solution_fails(tmp_path, capsys):
+    # (The passing case is the CI run of selfcheck on the real notebooks; the fixture's
+    # master and untouched student version are graded in the folder test above.)
+    wrong = _edited_master(tmp_path, lambda nb: _cells(nb, "# SOLUTION")[0].update(
+        source="threshold = 0.3 * x.max()  # SOLUTION"))
+    code = grading.main(["selfcheck", str(wrong), "--cell-timeout", str(CELL_TIMEOUT)])
+    table = capsys.readouterr().out
+    assert code == 1, table
+    row = next(line for line in table.splitlines() if line.startswith("edited")).split()
+    assert row[1:5] == ["3", "6", "5", "0"], row  # exercises, points, master, student
+    assert row[7] == "NO" and "master not full marks" in " ".join(row), row

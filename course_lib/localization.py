@@ -144,10 +144,15 @@ def box_giou(y_true, y_pred):
 
     :math:`GIoU = IoU - |C \\setminus (A \\cup B)| / |C|`, with C the smallest box
     enclosing A and B. In [-1, 1]; unlike IoU it still has a gradient when the boxes
-    do not overlap. Degenerate inputs give finite values (areas clamped away from 0).
+    do not overlap. The predicted corners are put in order first (the paper's Algorithm 2),
+    so an inverted prediction is scored as the box it spans. Degenerate inputs give
+    finite values (areas clamped away from 0).
     """
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.cast(y_pred, y_true.dtype)
+    # Algorithm 2 of the paper: order the predicted corners first, so that a network whose
+    # four outputs are free (x_max may come out below x_min) still gets a valid box.
+    y_pred = ops.concatenate([ops.minimum(y_pred[..., :2], y_pred[..., 2:]), ops.maximum(y_pred[..., :2], y_pred[..., 2:])], axis=-1)
     lo = ops.maximum(y_true[..., :2], y_pred[..., :2])
     hi = ops.minimum(y_true[..., 2:], y_pred[..., 2:])
     wh = ops.maximum(hi - lo, 0.0)
@@ -319,15 +324,17 @@ def _head(features, pooling: str, dropout: float, hidden: int, name: str):
 
 
 def multitask_model(backbone, num_classes: int, alpha: float = 0.5, box_loss="l2", hidden: int = 128,
-                    dropout: float = 0.3, class_pooling: str = "max", box_pooling: str = "flatten",
+                    dropout: float = 0.3, box_dropout: float = 0.0, class_pooling: str = "max", box_pooling: str = "flatten",
                     learning_rate: float = 1e-3, optimizer=None, compile: bool = True, name: str = "multitask"):
     """Classification + localization on one backbone, compiled with :math:`\\alpha S + (1-\\alpha) R`.
 
     Two heads share the backbone's feature map. ``"class"``: ``num_classes`` logits
     after global max pooling (``class_pooling``; what the digit is does not depend on
-    where it is, and the max keeps the strongest evidence even among clutter). ``"box"``: four sigmoids, a normalised xyxy box inside the image by
+    where it is, and the max keeps the strongest evidence even among clutter), with
+    ``dropout`` before it. ``"box"``: four sigmoids, a normalised xyxy box inside the image by
     construction, after flattening (``box_pooling``; where it is needs the positions)
-    and a Dense(``hidden``, relu) layer. Compiled with the loss dict
+    and a Dense(``hidden``, relu) layer, with ``box_dropout`` (default none: dropout noise
+    on a regression output blurs the box). ``learning_rate`` may be a Keras schedule. Compiled with the loss dict
     ``{"class": sparse cross-entropy from logits, "box": box_loss}`` and
     ``loss_weights={"class": alpha, "box": 1 - alpha}``, which is how Keras writes the
     lecture's multitask loss; metrics: class accuracy and :class:`BoxIoU`; optimizer
@@ -342,7 +349,7 @@ def multitask_model(backbone, num_classes: int, alpha: float = 0.5, box_loss="l2
     features = _check_backbone(backbone)
     outputs = {
         "class": keras.layers.Dense(num_classes, name="class")(_head(features, class_pooling, dropout, 0, "class")),
-        "box": keras.layers.Dense(4, activation="sigmoid", name="box")(_head(features, box_pooling, dropout, hidden, "box")),
+        "box": keras.layers.Dense(4, activation="sigmoid", name="box")(_head(features, box_pooling, box_dropout, hidden, "box")),
     }
     model = keras.Model(backbone.inputs, outputs, name=name)
     if compile:
@@ -355,7 +362,7 @@ def multitask_model(backbone, num_classes: int, alpha: float = 0.5, box_loss="l2
     return model
 
 
-def box_regressor(backbone, box_loss="l2", activation: str = "linear", hidden: int = 128, dropout: float = 0.3,
+def box_regressor(backbone, box_loss="l2", activation: str = "linear", hidden: int = 128, dropout: float = 0.0,
                   pooling: str = "flatten", learning_rate: float = 1e-3, name: str = "box_regressor"):
     """Box regression alone: backbone -> Dense(4), compiled with a box loss and :class:`BoxIoU`.
 
@@ -591,7 +598,7 @@ def make_stick_figures(n: int, image_size: int = 48, seed: int = 0):
     return images, keypoints
 
 
-def keypoint_model(backbone, num_keypoints: int, hidden: int = 128, dropout: float = 0.3, pooling: str = "flatten",
+def keypoint_model(backbone, num_keypoints: int, hidden: int = 128, dropout: float = 0.0, pooling: str = "flatten",
                    learning_rate: float = 1e-3, name: str = "keypoints"):
     """Keypoint regression: backbone -> Dense(2k, sigmoid) -> (k, 2), trained with the L2 loss.
 

@@ -291,3 +291,11 @@ def test_backbone_without_spatial_output_is_rejected():
         loc.MultitaskTrainer(tiny_backbone(), alpha=0.5)
     with pytest.raises(ValueError, match="keypoints must be"):
         loc.pck(np.zeros((2, 3, 2)), np.zeros((2, 3, 3)))
+
+
+def test_giou_orders_inverted_predicted_corners():
+    true = random_boxes(6, seed=13)
+    pred = random_boxes(6, seed=14)
+    inverted = pred[:, [2, 3, 0, 1]]  # the same boxes with swapped corners
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loc.box_giou(true, inverted)),
+                               keras.ops.convert_to_numpy(loc.box_giou(true, pred)), atol=1e-6)

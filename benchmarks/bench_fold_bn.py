@@ -47,14 +47,17 @@ def randomize_bn(model, seed=0):
             layer.set_weights([values[w.name] for w in layer.weights])
 
 
-def best_time(fn, x, repeats):
-    fn(x)  # trace / warm up
-    times = []
+def median_times(fns, x, repeats):
+    """Median seconds per call of each function; calls alternate so all see the same machine load."""
+    for fn in fns:
+        fn(x)  # trace / warm up, outside the timing
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x).numpy()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for fn, record in zip(fns, times):
+            start = time.perf_counter()
+            fn(x).numpy()
+            record.append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
 
 
 def main():
@@ -69,7 +72,7 @@ def main():
             input_shape=(args.size, args.size, 3), alpha=0.5, weights=None, classes=10, classifier_activation=None),
         "ResNet-style (4 basic blocks)": resnet_style(args.size),
     }
-    print(f"batch {args.batch} x {args.size}x{args.size}x3, median of {args.repeats} runs, tf.function inference")
+    print(f"batch {args.batch} x {args.size}x{args.size}x3, median of {args.repeats} alternating runs, tf.function inference")
     print(f"{'model':32s} {'BN before':>9s} {'after':>6s} {'max|diff|':>10s} {'unfolded ms':>12s} "
           f"{'folded ms':>10s} {'ratio':>6s}")
     for name, model in models.items():
@@ -79,7 +82,7 @@ def main():
         diff = float(np.abs(model(x, training=False).numpy() - folded(x, training=False).numpy()).max())
         ref = tf.function(lambda v, m=model: m(v, training=False))
         ours = tf.function(lambda v, m=folded: m(v, training=False))
-        t_ref, t_ours = best_time(ref, x, args.repeats), best_time(ours, x, args.repeats)
+        t_ref, t_ours = median_times([ref, ours], x, args.repeats)
         print(f"{name:32s} {n_bn[0]:9d} {n_bn[1]:6d} {diff:10.2e} {1e3 * t_ref:12.1f} {1e3 * t_ours:10.1f} "
               f"{t_ref / t_ours:6.2f}x")
 

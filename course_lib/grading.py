@@ -482,7 +482,7 @@ def exercise_points(autograder_zip) -> dict[str, float]:
 
 def _worker(autograder_zip: str, submission: str, result_json: str, cell_timeout: int) -> None:
     """Grade one submission in this process (run by :func:`grade_submission` as a child)."""
-    result = {"questions": {}, "error": None, "cell_errors": 0, "cell_timeouts": 0}
+    result = {"questions": {}, "error": None, "cell_errors": 0, "cell_timeouts": 0, "errors_before_first_exercise": 0}
     try:
         nb = read_notebook(submission)
         nbformat.validate(nb)
@@ -526,11 +526,15 @@ def _worker(autograder_zip: str, submission: str, result_json: str, cell_timeout
             if not r.passed
         ]
         result["questions"][name] = {"score": tf.score, "possible": tf.possible, "failures": failures}
-    for cell in getattr(res, "notebook", None).cells if getattr(res, "notebook", None) else []:
+    cells = res.notebook.cells if getattr(res, "notebook", None) else []
+    checks = [i for i, c in enumerate(cells) if _source(c).startswith("grader.check(")]
+    first_answer = max((i for i in range(checks[0]) if cells[i].cell_type == "code"), default=0) if checks else 0
+    for i, cell in enumerate(cells):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 result["cell_errors"] += 1
                 result["cell_timeouts"] += out.get("ename") == "KeyboardInterrupt"
+                result["errors_before_first_exercise"] += i < first_answer
     Path(result_json).write_text(json.dumps(result))
 
 
@@ -559,6 +563,7 @@ class Grade:
     failures: dict[str, list] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     complete: bool = False  # Otter ran the notebook and every test file
+    errors_before_first_exercise: int = 0  # cells that failed before the first answer cell
 
     @property
     def total(self) -> float:
@@ -606,6 +611,7 @@ def grade_submission(submission, autograder_zip, *, student=None, cell_timeout=3
     if result["error"]:
         notes.append(result["error"])
     grade.complete = not result["error"] and set(result["questions"]) == set(possible)
+    grade.errors_before_first_exercise = result["errors_before_first_exercise"]
     for q, r in result["questions"].items():
         if q in grade.points:
             grade.points[q] = r["score"]
@@ -707,7 +713,8 @@ def grade_folder(folder, autograder_zip, out_dir, *, cell_timeout=300, timeout=1
 
 def selfcheck(notebooks=None, *, dist=None, cell_timeout=600, timeout=1800) -> tuple[list[dict], bool]:
     """Assign each master, grade it (must be full marks) and its untouched student version
-    (must be zero on every exercise, without a grading failure). Returns (rows, all_ok)."""
+    (must be zero on every exercise, without a grading failure, and run without an error
+    up to its first exercise). Returns (rows, all_ok)."""
     rows, ok = [], True
     with tempfile.TemporaryDirectory(prefix="selfcheck-") as tmp:
         out = Path(dist) if dist else Path(tmp)
@@ -728,6 +735,9 @@ def selfcheck(notebooks=None, *, dist=None, cell_timeout=600, timeout=1800) -> t
                     problems.append(f"master not full marks ({full.reason or 'tests failed'})")
                 if any(v != 0 for v in blank.points.values()):
                     problems.append("untouched student version scored points")
+                if blank.errors_before_first_exercise:
+                    problems.append(f"student version: {blank.errors_before_first_exercise} cell(s) "
+                                    "failed before the first exercise")
                 if not (full.complete and blank.complete):
                     problems.append(f"grading incomplete: master: {full.reason}; student: {blank.reason}")
                 row["ok"] = not problems

@@ -200,6 +200,8 @@ def test_grading_gives_each_submission_its_expected_row(graded):
     assert by_student["full_marks"].total == 6 and by_student["full_marks"].reason == ""
     assert by_student["network"].reason == ""  # the guard worked inside the kernel (its cell asserts it)
     assert by_student["untouched"].total == 0 and "grading" not in by_student["untouched"].reason
+    assert by_student["untouched"].errors_before_first_exercise == 0
+    assert by_student["crash"].errors_before_first_exercise == 0  # its error comes after exercise 1
 
 
 def test_grading_finishes_within_the_limits(graded):
@@ -294,8 +296,17 @@ def test_real_student_version(notebook, tmp_path):
     done = grading.assign(notebook, tmp_path / "dist")
     assert grading.leaked_lines(notebook, done.student) == []
     assert grading.hidden_tests_in(notebook, done.student) == []
-    nb = nbformat.read(str(done.student), as_version=4)
-    _execute(done.student, tmp_path, upto=_first_answer_cell(nb))  # raises on any error
+    # Up to its first exercise the student version runs exactly the master's code (which
+    # CI executes with nbval), after the init cell that sets up grader.check. Executing it
+    # costs a notebook's first part each (up to ~100 s CPU), so that is selfcheck's job:
+    # it fails when a cell of the untouched student version errs before the first exercise.
+    student = nbformat.read(str(done.student), as_version=4)
+    master = nbformat.read(str(notebook), as_version=4)
+    first_question = next(i for i, c in enumerate(master.cells) if c.source.startswith("# BEGIN QUESTION"))
+    before_master = [c.source for c in master.cells[:first_question] if c.cell_type == "code"]
+    before_student = [c.source for c in student.cells[: _first_answer_cell(student)] if c.cell_type == "code"]
+    assert "otter.Notebook(" in before_student[0] and "PUBLIC_TESTS" in before_student[0]
+    assert before_student[1:] == before_master
 
 
 def test_selfcheck_flags_a_master_whose_solution_fails(tmp_path, capsys):

@@ -3,8 +3,10 @@
 The fixture master (tests/fixtures/grading/grading_fixture.ipynb, NumPy only) and the
 misbehaving submissions built from it (make_submissions.py) keep these tests to a couple
 of minutes. The real notebooks get the cheap checks here (format, points, student
-version without solutions, runs up to its first exercise); grading every real master and
-student version in full is `python -m course_lib.grading selfcheck` (minutes per notebook).
+version without solutions or hidden tests, the master's code up to the first exercise);
+grading every real master and student version in full, which also shows that the student
+version runs up to its first exercise, is `python -m course_lib.grading selfcheck`
+(minutes per notebook).
 """
 
 import csv

@@ -14,8 +14,9 @@ Sections (in this order):
 5. **Display**: :func:`normalize` and :func:`overlay`.
 6. **Weakly supervised localization**: :func:`cam_to_box`, :func:`box_iou`,
    :func:`box_mass_share` and :func:`localization_accuracy` (the CAM paper's protocol).
-7. **Visualizing CNNs** (notebook 08): reserved for activation maximization,
-   maximally activating patches and filter / activation grids.
+7. **Visualizing CNNs** (notebook 08): :func:`layer_activations`,
+   :func:`receptive_field`, :func:`max_activating_patches` and
+   :func:`activation_maximization` (filter and activation grids are in ``course_lib.viz``).
 
 Conventions: images are float32 in [0, 1], (N, H, W, C); models output logits (a final
 softmax is stripped, so the explained score is always the pre-softmax logit S_c).
@@ -36,6 +37,7 @@ __all__ = [
     "cam", "grad_cam", "grad_cam_plus_plus", "saliency", "guided_backprop", "guided_grad_cam",
     "occlusion", "normalize", "overlay", "cam_to_box", "box_iou", "box_mass_share",
     "localization_accuracy", "find_layer", "feature_map_layers",
+    "layer_activations", "receptive_field", "max_activating_patches", "activation_maximization",
 ]
 
 # ======================================================================= 1. model plumbing
@@ -715,10 +717,139 @@ def localization_accuracy(model, images, labels, boxes, method="grad_cam", thres
     }
 
 
-# ================================================================ 7. visualizing CNNs (notebook 08)
+# ================================================================== 7. visualizing CNNs
 #
-# Reserved for notebook 08: first-layer filter grids, activation grids, maximally
-# activating patches, and activation maximization (gradient ascent on the input with L2
-# regularization). Reuse section 1: ``_run(model, x, hook)`` records any inner layer's
-# output (nested models too) without building a sub-model, and ``_cached`` keeps one
-# compiled function per model.
+# What a unit responds to (notebook 08): its activations, its receptive field, the input
+# patches that excite it most, and an input synthesised to excite it. They run the model
+# through the same interpreter as above, so layers inside nested backbones work too.
+
+
+def _build_activations(model, target, shape):
+    model_ref, target_ref = weakref.ref(model), weakref.ref(target)
+
+    @tf.function(input_signature=_spec(shape)[:1])
+    def fn(images):
+        record, hook = _recorder(target_ref())
+        _run(model_ref(), images, hook)
+        return record["A"]
+
+    return fn
+
+
+def layer_activations(model, images, layer: str, batch_size: int = 256) -> np.ndarray:
+    """Return the output of ``layer`` (a 4-D feature map, nested models included) for ``images``.
+
+    A float32 array (N, h, w, C), computed by one compiled function per model and layer.
+    Used in notebook 08.
+    """
+    images = check_images(images)
+    graph = _graph(model, images)
+    target = _resolve_layer(model, graph, layer)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    fn = _cached(model, ("activations", id(target), images.shape[1:]),
+                 lambda: _build_activations(model, target, images.shape[1:]))
+    return np.concatenate([fn(tf.constant(images[i : i + batch_size])).numpy()
+                           for i in range(0, len(images), batch_size)]).astype(np.float32)
+
+
+def receptive_field(model, layer: str, position=None, input_shape=None):
+    """Measure the receptive field of one unit of ``layer``: the input pixels its value depends on.
+
+    Takes the gradient of the unit at ``position`` (default: the centre of the map,
+    summed over channels) with respect to 16 random inputs, so that a ReLU closed on one
+    input does not hide pixels; the box of non-zero gradient is the receptive field. For
+    stacks of convolutions and poolings it equals the recursion r_l = r_{l-1} +
+    (k_l - 1) j_{l-1}, j_l = j_{l-1} s_l (notebook 08, exercise 2), clipped to the image.
+    Returns ``(top, left, bottom, right)`` in input pixels, bottom and right exclusive.
+    """
+    shape = tuple(input_shape or model.inputs[0].shape[1:])
+    x = tf.constant(np.random.default_rng(0).uniform(0.0, 1.0, (16, *shape)).astype(np.float32))
+    target = _resolve_layer(model, _graph(model, x.numpy()[:1]), layer)
+    record, hook = _recorder(target)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        _run(model, x, hook)
+        h, w = record["A"].shape[1:3]
+        i, j = position if position is not None else (h // 2, w // 2)
+        if not (0 <= i < h and 0 <= j < w):
+            raise ValueError(f"position must lie in the {h}x{w} map of {layer!r}; got {position}.")
+        unit = tf.reduce_sum(record["A"][:, i, j])
+    grad = np.abs(tape.gradient(unit, x).numpy()).sum(axis=(0, -1))
+    rows, cols = np.flatnonzero(grad.any(axis=1)), np.flatnonzero(grad.any(axis=0))
+    if rows.size == 0:
+        raise ValueError(f"unit ({i}, {j}) of {layer!r} has zero gradient for every input (a dead unit); pick another.")
+    return int(rows[0]), int(cols[0]), int(rows[-1] + 1), int(cols[-1] + 1)
+
+
+def max_activating_patches(model, images, layer: str, channel: int, k: int = 9):
+    """Find the ``k`` input patches that excite channel ``channel`` of ``layer`` the most.
+
+    For each image, the position where the channel is highest; the ``k`` strongest images
+    (one patch per image) are cut out at that unit's receptive field (Zeiler and Fergus
+    2014, Sec. 4; Girshick et al. 2014, Fig. 4), zero-padded where the field leaves the
+    image, so every patch has the field's size. Returns ``(patches, values, indices)``,
+    strongest first. Used in notebook 08.
+    """
+    images = check_images(images)
+    acts = layer_activations(model, images, layer)
+    if not isinstance(channel, (int, np.integer)) or not 0 <= channel < acts.shape[-1]:
+        raise ValueError(f"channel must be an int in [0, {acts.shape[-1] - 1}] for layer {layer!r}; got {channel!r}.")
+    k = check_positive_int(k, "k")
+    n, h, w = acts.shape[:3]
+    flat = acts[..., channel].reshape(n, -1)
+    best_pos, best_val = flat.argmax(axis=1), flat.max(axis=1)
+    order = np.argsort(-best_val, kind="stable")[: min(k, n)]
+    # The field is measured once at the centre unit and moved by the map's stride.
+    top, left, bottom, right = receptive_field(model, layer, (h // 2, w // 2), images.shape[1:])
+    H, W = images.shape[1:3]
+    size_y, size_x = bottom - top, right - left
+    patches = np.zeros((len(order), size_y, size_x, images.shape[-1]), np.float32)
+    for out, idx in enumerate(order):
+        i, j = divmod(int(best_pos[idx]), w)
+        y0 = top + int(round((i - h // 2) * H / h))
+        x0 = left + int(round((j - w // 2) * W / w))
+        ys, xs = slice(max(y0, 0), min(y0 + size_y, H)), slice(max(x0, 0), min(x0 + size_x, W))
+        patches[out, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = images[idx, ys, xs]
+    return patches, best_val[order], order
+
+
+def activation_maximization(model, objective: int, layer: str | None = None, steps: int = 200, lr: float = 0.05,
+                            l2: float = 1e-3, input_shape=None, seed: int = 0):
+    """Synthesise an input that maximises one unit: gradient ascent with L2 regularisation.
+
+    Maximises S(x) - l2 * ||x - 0.5||^2 over images x in [0, 1] (Simonyan et al. 2014,
+    eq. 1, there on the zero-centred image; Erhan et al. 2009). S is the logit of class
+    ``objective`` (``layer=None``; a final softmax is stripped) or the mean over the map
+    of channel ``objective`` of ``layer``. Each step adds lr * g / rms(g) (the gradient
+    normalised by its root mean square, a common stabiliser) and clips x to [0, 1].
+    Starts from grey plus a little noise. Returns ``(image (H, W, C), S at each step)``.
+    Used in notebook 08.
+    """
+    steps = check_positive_int(steps, "steps")
+    if not lr > 0 or not l2 >= 0:
+        raise ValueError(f"lr must be > 0 and l2 >= 0; got lr={lr}, l2={l2}.")
+    shape = tuple(input_shape or model.inputs[0].shape[1:])
+    rng = np.random.default_rng(seed)
+    start = (0.5 + 0.01 * rng.standard_normal((1, *shape))).astype(np.float32)
+    graph = _graph(model, start)
+    target = None if layer is None else _resolve_layer(model, graph, layer)
+    n_units = graph.n_classes if target is None else graph.shape(target)[-1]
+    if isinstance(objective, bool) or not isinstance(objective, (int, np.integer)) or not 0 <= objective < n_units:
+        what = "a class index" if target is None else f"a channel index of {layer!r}"
+        raise ValueError(f"objective must be {what} in [0, {n_units - 1}]; got {objective!r}.")
+    x = tf.Variable(start)
+
+    @tf.function
+    def step():
+        record, hook = _recorder(target)
+        with tf.GradientTape() as tape:
+            logits = _run(model, x, hook)
+            unit = logits[:, objective] if target is None else record["A"][..., objective]
+            score = tf.reduce_mean(unit)
+            objective_value = score - l2 * tf.reduce_sum(tf.square(x - 0.5))
+        g = tape.gradient(objective_value, x)
+        x.assign(tf.clip_by_value(x + lr * g / (tf.sqrt(tf.reduce_mean(tf.square(g))) + 1e-8), 0.0, 1.0))
+        return score
+
+    scores = np.array([float(step()) for _ in range(steps)], np.float32)
+    return x.numpy()[0], scores

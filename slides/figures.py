@@ -44,3 +44,611 @@ def six_challenges():
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------- shared helpers
+
+_CACHE = {}
+
+
+def _cached(key, build):
+    """Compute ``build()`` once per build and reuse it (several figures share a model or data)."""
+    if key not in _CACHE:
+        _CACHE[key] = build()
+    return _CACHE[key]
+
+
+def _shown(img):
+    """Rescale any real-valued image to [0, 1] for display (min-max over the whole image)."""
+    img = np.asarray(img, np.float64)
+    return (img - img.min()) / max(img.max() - img.min(), 1e-12)
+
+
+# ---------------------------------------------------------------------------- day 2
+
+def _photos(size=64):
+    from course_lib import data
+
+    return np.stack([data.load_photo(name, size=size) for name in data.PHOTOS])
+
+
+def normalizations_photo():
+    """Day 2: one photo under the normalizations of AlexNet, VGG and ResNet, fitted on the course photos."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import preprocessing
+
+    photos = _photos(96)
+    cat = photos[list(__import__("course_lib").data.PHOTOS).index("chelsea")][None]
+    panels = {"original": cat[0]}
+    for name, norm in (("mean image (AlexNet)", preprocessing.MeanImage()),
+                       ("per-channel mean (VGG)", preprocessing.ChannelMean()),
+                       ("per-channel mean, std (ResNet)", preprocessing.ChannelStandardizer())):
+        panels[name] = norm.fit(photos).transform(cat)[0]
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3.1))
+    for k, (ax, (name, img)) in enumerate(zip(axes, panels.items())):
+        # the same display mapping for every panel of a kind: 0 shown as mid-grey
+        ax.imshow(img if k == 0 else np.clip(0.5 + img / (4.0 if k == 3 else 1.0), 0, 1))
+        ax.set_title(f"{name}\nrange [{img.min():.2f}, {img.max():.2f}]", fontsize=9)
+        ax.axis("off")
+    fig.suptitle("statistics fitted on the 6 course photos; 0 shown as grey (std panel: 0.5 + x/4)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def zca_patches():
+    """Day 2: ZCA whitening of 8x8 colour patches of the course photos: edges are what is left."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import preprocessing
+
+    photos = _photos(96)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(photos), 3000)
+    ys, xs = rng.integers(0, 96 - 8, (2, 3000))
+    patches = np.stack([photos[i, y:y + 8, x:x + 8] for i, y, x in zip(idx, ys, xs)])
+    zca = preprocessing.ZCAWhitening(eps=1e-3).fit(patches)
+    white = zca.transform(patches[:8])
+    fig, axes = plt.subplots(2, 8, figsize=(10, 2.8))
+    for k in range(8):
+        axes[0, k].imshow(patches[k], interpolation="nearest")
+        axes[1, k].imshow(_shown(white[k]), interpolation="nearest")
+        axes[0, k].axis("off")
+        axes[1, k].axis("off")
+    axes[0, 0].set_title("8x8 patches", fontsize=9, loc="left")
+    axes[1, 0].set_title("after ZCA whitening (fitted on 3,000 patches)", fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def bn_histograms():
+    """Day 2: a layer's skewed activations before and after the batch-norm transform (course_lib.layers)."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import layers
+
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.gamma(2.0, 3.0, 256) + 5, rng.normal(-4, 0.5, 256)], -1)
+    y, _ = layers.batchnorm_forward(x, gamma=np.ones(2), beta=np.zeros(2))
+    y2, _ = layers.batchnorm_forward(x, gamma=np.array([2.0, 0.5]), beta=np.array([1.0, -1.0]))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 2.9), sharey=True)
+    for ax, vals, title in zip(axes, (x, y, y2), ("input: two channels, batch of 256",
+                                                   r"normalized $\hat x$ (mean 0, var 1)",
+                                                   r"$\gamma \hat x + \beta$ ($\gamma$=2, 0.5; $\beta$=1, -1)")):
+        ax.hist(vals[:, 0], 30, alpha=0.6, label="channel 1")
+        ax.hist(vals[:, 1], 30, alpha=0.6, label="channel 2")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def bn_running_average():
+    """Day 2: batch means jump from batch to batch; the running average (train -> inference) smooths them."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import layers
+
+    rng = np.random.default_rng(1)
+    steps, true_mean = 300, 3.0
+    batch_means = []
+    for _ in range(steps):
+        _, cache = layers.batchnorm_forward(rng.normal(true_mean, 2.0, (32, 1)), np.ones(1), np.zeros(1))
+        batch_means.append(float(cache["mean"][0]))
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.plot(batch_means, ".", ms=3, color="0.6", label="batch mean (used in training)")
+    for momentum in (0.9, 0.99):
+        run, trace = 0.0, []
+        for m in batch_means:
+            run = momentum * run + (1 - momentum) * m
+            trace.append(run)
+        ax.plot(trace, label=f"running mean, momentum {momentum} (used at inference)")
+    ax.axhline(true_mean, color="k", ls="--", lw=1, label="population mean")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("channel mean")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("batches of 32; the running averages start at 0 as in Keras")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- day 3
+
+def _resnet_table():
+    from course_lib import models
+
+    rows = {}
+    for depth in (18, 34, 50, 101, 152):
+        m = models.resnet(depth, input_shape=(224, 224, 3))
+        rows[f"ResNet-{depth}"] = (m.count_params(), models.count_flops(m))
+    return rows
+
+
+def resnet_table():
+    """Day 3: parameters and multiply-adds of ResNet-18..152 at 224x224, counted on models built by course_lib."""
+    import matplotlib.pyplot as plt
+
+    rows = _cached("resnet_table", _resnet_table)
+    names = list(rows)
+    params = np.array([rows[n][0] for n in names]) / 1e6
+    flops = np.array([rows[n][1] for n in names]) / 1e9
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, vals, label, fmt in ((axes[0], params, "parameters (millions)", "{:.1f}M"),
+                                 (axes[1], flops, "multiply-adds per image (billions)", "{:.2f}G")):
+        bars = ax.bar(names, vals, color=["#6a9fd4"] * 2 + ["#d48a6a"] * 3)
+        for b, v in zip(bars, vals):
+            ax.text(b.get_x() + b.get_width() / 2, v, fmt.format(v), ha="center", va="bottom", fontsize=9)
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle("built with course_lib.models.resnet, 1000 classes (blue: basic blocks, orange: bottleneck)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def residual_shapes():
+    """Day 3: a bottleneck block built by course_lib, drawn with each layer's output shape."""
+    import keras
+    import matplotlib.pyplot as plt
+
+    from course_lib import models
+
+    x = keras.Input((56, 56, 256))
+    block = keras.Model(x, models.bottleneck_block(x, 64, name="b"))
+    chain = [("input x", (56, 56, 256))]
+    for layer in block.layers[1:]:
+        if layer.name.endswith(("_1_conv", "_2_conv", "_3_conv")) or layer.name.endswith(("_add", "_out")):
+            w = layer.get_weights()
+            params = sum(int(np.prod(a.shape)) for a in w)
+            kernel = f"{w[0].shape[0]}x{w[0].shape[1]} conv" if w else layer.__class__.__name__
+            chain.append((f"{layer.name}: {kernel}" + (f", {params:,} weights" if w else ""),
+                          tuple(layer.output.shape[1:])))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    n = len(chain)
+    for i, (label, shape) in enumerate(chain):
+        y = n - 1 - i
+        ax.add_patch(plt.Rectangle((0.1, y - 0.35), 0.62, 0.7, fc="#e3edf7", ec="#123e6b"))
+        ax.text(0.41, y, f"{label}\n-> {shape}", ha="center", va="center", fontsize=9)
+        if i:
+            ax.annotate("", (0.41, y + 0.35), (0.41, y + 0.65), arrowprops=dict(arrowstyle="<-"))
+    ax.annotate("", (0.72, 1), (0.72, n - 1), arrowprops=dict(arrowstyle="->", color="#c0392b",
+                                                              connectionstyle="arc3,rad=-0.5", lw=1.5))
+    ax.text(0.93, (n) / 2, "identity\nshortcut\n(0 weights)", color="#c0392b", fontsize=9, ha="center")
+    ax.set_xlim(0, 1.05)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.axis("off")
+    ax.set_title("bottleneck block, conv2 stage of ResNet-50 (course_lib.models.bottleneck_block)", fontsize=10)
+    return fig
+
+
+def separable_cost():
+    """Day 3: cost of a depthwise-separable conv over a standard one, counted on Keras layers vs 1/N + 1/k^2."""
+    import keras
+    import matplotlib.pyplot as plt
+
+    from course_lib import models
+
+    ns = [8, 16, 32, 64, 128, 256]
+    fig, ax = plt.subplots(figsize=(7, 3.3))
+    for k in (3, 5):
+        measured = []
+        for n in ns:
+            x = keras.Input((14, 14, 64))
+            std = keras.Model(x, keras.layers.Conv2D(n, k, padding="same", use_bias=False)(x))
+            sep = keras.Model(x, keras.layers.SeparableConv2D(n, k, padding="same", use_bias=False)(x))
+            measured.append(models.count_flops(sep) / models.count_flops(std))
+        ax.plot(ns, measured, "o", label=f"counted on Keras layers, k={k}")
+        ax.plot(ns, [1 / n + 1 / k**2 for n in ns], "-", label=f"1/N + 1/k² , k={k}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("output channels N")
+    ax.set_ylabel("separable / standard multiply-adds")
+    ax.legend(fontsize=8)
+    ax.set_title("14x14x64 input: a 3x3 separable conv costs ~1/8 to 1/9 of a standard one", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- day 4
+
+def lr_schedules():
+    """Day 4: constant, step decay and warm-up + cosine learning rates (course_lib.training schedules)."""
+    from course_lib import training
+
+    steps, per_epoch = 30 * 50, 50
+    return training.plot_schedule({"constant 0.1": lambda s: 0.1,
+                                   "step decay (x0.1 every 10 epochs)": training.StepDecay(0.1, 10 * per_epoch, 0.1),
+                                   "warm-up 2 epochs + cosine": training.WarmupCosine(0.1, steps, 2 * per_epoch)},
+                                  steps, steps_per_epoch=per_epoch, title="learning-rate schedules over 30 epochs")
+
+
+def optimizer_paths():
+    """Day 4: SGD, momentum and Adam (Keras optimizers) on an ill-conditioned quadratic bowl."""
+    import keras
+    import matplotlib.pyplot as plt
+
+    from course_lib import training
+
+    def loss(w):
+        return 0.5 * (w[0] ** 2 + 25.0 * w[1] ** 2)
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    g = np.linspace(-2.2, 2.2, 120)
+    xx, yy = np.meshgrid(g, np.linspace(-1.2, 1.2, 80))
+    ax.contour(xx, yy, 0.5 * (xx**2 + 25 * yy**2), levels=15, colors="0.8", linewidths=0.7)
+    for name, lr in (("sgd", 0.07), ("momentum", 0.02), ("adam", 0.1)):
+        w = keras.Variable(np.array([-2.0, 1.0], np.float32))
+        opt = training.make_optimizer(name, learning_rate=lr)
+        path = [w.numpy().copy()]
+        for _ in range(60):
+            import tensorflow as tf
+
+            with tf.GradientTape() as tape:
+                value = loss(w)
+            opt.apply_gradients([(tape.gradient(value, w), w)])
+            path.append(w.numpy().copy())
+        path = np.array(path)
+        ax.plot(path[:, 0], path[:, 1], ".-", ms=3, lw=1, label=f"{name} (lr {lr}): loss {float(loss(path[-1])):.1e}")
+    ax.plot(0, 0, "k*", ms=10)
+    ax.set_xlabel("$w_1$")
+    ax.set_ylabel("$w_2$ (25x steeper)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("60 steps from (-2, 1) on $L = (w_1^2 + 25 w_2^2)/2$", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _digits_split():
+    from course_lib import data
+
+    x, y = data.load_digits()
+    return data.train_val_test_split(x, y, fractions=(0.6, 0.2, 0.2), stratify=y, seed=0)
+
+
+def overfit_curves():
+    """Day 4: a wide MLP on 100 digits overfits; dropout narrows the gap (training.plot_runs)."""
+    import keras
+
+    from course_lib import training
+
+    split = _cached("digits_split", _digits_split)
+    (xtr, ytr), (xva, yva) = split[0], split[1]
+    xtr, ytr = xtr[:100], ytr[:100]
+    histories = {}
+    for name, rate in (("no dropout", 0.0), ("dropout 0.5", 0.5)):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 1))
+        h = keras.layers.Flatten()(inputs)
+        h = keras.layers.Dense(512, activation="relu")(h)
+        h = keras.layers.Dropout(rate)(h)
+        model = keras.Model(inputs, keras.layers.Dense(10)(h))
+        model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        histories[name] = model.fit(xtr, ytr, validation_data=(xva, yva), epochs=50, batch_size=100, verbose=0)
+    return training.plot_runs(histories, metric="loss",
+                              title="100 training digits, 50 epochs (dashed: training, solid: validation)")
+
+
+# ---------------------------------------------------------------------------- day 5: localization
+
+def iou_examples():
+    """Day 5: one true box (white) and predicted boxes (yellow) moved by more and more: their IoU."""
+    from course_lib import data, localization
+
+    d = data.make_cluttered_digits(6, subset="test", seed=3)
+    true = d.boxes
+    w = true[:, 2] - true[:, 0]
+    shifts = np.array([0.0, 0.15, 0.3, 0.5, 0.8, 1.1])
+    pred = true.copy()
+    pred[:, [0, 2]] += (shifts * w)[:, None]
+    pred[3, 1] -= 0.06  # one box also too tall
+    return localization.show_boxes(d.images, true, pred, labels=d.labels, predictions=d.labels, ncols=6, size=1.9,
+                                   title="the same box shifted right by 0, 15, 30, 50, 80, 110% of its width")
+
+
+def iou_vs_shift():
+    """Day 5: IoU as a box slides sideways or grows: it drops fast, and is 0 once the boxes stop overlapping."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import localization
+
+    box = np.array([[0.3, 0.3, 0.5, 0.6]])
+    shifts = np.linspace(0, 1.5, 61)
+    slid = np.repeat(box, len(shifts), 0)
+    slid[:, [0, 2]] += shifts[:, None] * 0.2
+    scales = np.linspace(1, 3, 61)
+    grown = np.stack([0.4 - 0.1 * scales, 0.45 - 0.15 * scales, 0.4 + 0.1 * scales, 0.45 + 0.15 * scales], -1)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    axes[0].plot(shifts, localization.iou(np.repeat(box, len(shifts), 0), slid))
+    axes[0].set_xlabel("horizontal shift / box width")
+    axes[1].plot(scales, localization.iou(np.repeat(box, len(scales), 0), grown), color="C1")
+    axes[1].plot(scales, 1 / scales**2, "k:", label="1/s² (same centre)")
+    axes[1].set_xlabel("predicted box side / true side (same centre)")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.axhline(0.5, color="0.5", ls="--", lw=1)
+        ax.set_ylabel("IoU")
+        ax.text(ax.get_xlim()[1], 0.52, "IoU = 0.5 ", ha="right", fontsize=8, color="0.4")
+    fig.suptitle("course_lib.localization.iou: a 1/3 shift already falls to IoU 0.5", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- day 5: metrics
+
+def _faces_scores():
+    """Gaussian naive Bayes (Day 1's baseline) on half the faces, scored on the other half (log-odds)."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.naive_bayes import GaussianNB
+
+    from course_lib import data
+
+    x, y = data.load_faces()
+    x = x.reshape(len(x), -1)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.5, stratify=y, random_state=0)
+    log_p = GaussianNB().fit(xtr, ytr).predict_log_proba(xte)
+    return yte, log_p[:, 1] - log_p[:, 0]
+
+
+def faces_roc_pr():
+    """Day 5: ROC and PR curves of naive Bayes on faces vs non-faces (course_lib.metrics plots)."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import metrics
+
+    yte, scores = _cached("faces_scores", _faces_scores)
+    rng = np.random.default_rng(0)
+    curves = {"naive Bayes": (yte, scores), "random scores": (yte, rng.normal(size=len(yte)))}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
+    metrics.plot_roc(curves, title="ROC: 100 test images (50 faces)", ax=axes[0])
+    metrics.plot_pr(curves, title="precision-recall, same scores", ax=axes[1])
+    fig.tight_layout()
+    return fig
+
+
+def threshold_tradeoff():
+    """Day 5: precision, recall and F1 of the naive Bayes faces classifier as the decision threshold moves."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import metrics
+
+    yte, scores = _cached("faces_scores", _faces_scores)
+    ts = np.linspace(np.quantile(scores, 0.02), np.quantile(scores, 0.98), 80)
+    rows = []
+    for t in ts:
+        pred = (scores >= t).astype(int)
+        p = metrics.precision(yte, pred) if pred.sum() else 1.0
+        rows.append((p, metrics.recall(yte, pred), metrics.fbeta_score(yte, pred, 1.0) if pred.sum() else 0.0))
+    rows = np.array(rows)
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    for k, name in enumerate(("precision", "recall", "F1")):
+        ax.plot(ts, rows[:, k], label=name)
+    ax.axvline(0, color="0.5", ls="--", lw=1)
+    ax.text(0, 0.05, " default threshold (log-odds 0)", fontsize=8, color="0.4")
+    ax.set_xlabel("threshold on the log-odds")
+    ax.legend(fontsize=8)
+    ax.set_title("raising the threshold trades recall for precision", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def digits_confusion():
+    """Day 5: the 10-class confusion matrix of a logistic regression on the test digits."""
+    from sklearn.linear_model import LogisticRegression
+
+    from course_lib import metrics
+
+    (xtr, ytr), _, (xte, yte) = _cached("digits_split", _digits_split)
+    model = LogisticRegression(max_iter=3000).fit(xtr.reshape(len(xtr), -1), ytr)
+    pred = model.predict(xte.reshape(len(xte), -1))
+    cm = metrics.confusion_matrix(yte, pred, num_classes=10)
+    return metrics.plot_confusion_matrix(cm, title=f"digits, logistic regression: accuracy "
+                                                   f"{metrics.accuracy(yte, pred):.1%} on {len(yte)} test images")
+
+
+# ---------------------------------------------------------------------------- day 5: CAM
+
+def _gap_cnn():
+    """A small GAP CNN trained once on cluttered digits; shared by the CAM / Grad-CAM figures."""
+    import keras
+
+    from course_lib import data
+
+    keras.utils.set_random_seed(0)
+    splits = data.cluttered_digits_splits(1500, 200, 200, digit_size=(14, 26))
+    inputs = keras.Input((48, 48, 3))
+    x = keras.layers.Rescaling(2.0, offset=-1.0)(inputs)
+    for i, filters in enumerate((16, 32, 48, 48), start=1):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        if i <= 2:
+            x = keras.layers.MaxPooling2D(name=f"pool{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="gap_cnn")
+    epochs = 6
+    schedule = keras.optimizers.schedules.CosineDecay(3e-3, epochs * int(np.ceil(1500 / 64)))
+    model.compile(keras.optimizers.Adam(schedule), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    tr, va, te = splits["train"], splits["val"], splits["test"]
+    history = model.fit(tr.images, tr.labels, validation_data=(va.images, va.labels), epochs=epochs,
+                        batch_size=64, verbose=0)
+    accuracy = float((model.predict(te.images, verbose=0).argmax(-1) == te.labels).mean())
+    return model, te, history, accuracy
+
+
+def _map_grid(images, rows, titles, boxes=None, suptitle=""):
+    import matplotlib.pyplot as plt
+
+    from course_lib import explain
+
+    fig, axes = plt.subplots(len(rows), len(images), figsize=(1.8 * len(images) + 0.8, 1.8 * len(rows)), squeeze=False)
+    for r, (name, maps) in enumerate(rows.items()):
+        for i, ax in enumerate(axes[r]):
+            ax.imshow(explain.overlay(images[i], maps[i], alpha=0.55) if maps is not None else images[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if boxes is not None:
+                for b in np.asarray(boxes[i]).reshape(-1, 4) * images.shape[1]:
+                    ax.add_patch(plt.Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1],
+                                               fill=False, edgecolor="lime", linewidth=1.2))
+            if r == 0:
+                ax.set_title(titles[i], fontsize=8)
+        axes[r][0].set_ylabel(name, fontsize=9)
+    sm = plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1))
+    fig.colorbar(sm, ax=axes, fraction=0.02, label="map / its max")
+    fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def gap_training():
+    """Day 5: training curves of the small GAP CNN the CAM figures explain."""
+    from course_lib import viz
+
+    model, test, history, accuracy = _cached("gap_cnn", _gap_cnn)
+    return viz.plot_history(history, title=f"GAP CNN on 1,500 cluttered digits, 6 epochs: "
+                                           f"test accuracy {accuracy:.0%}")
+
+
+def cam_gradcam_overlays():
+    """Day 5: CAM, Grad-CAM and Grad-CAM++ of the predicted class on six test images (course_lib.explain)."""
+    from course_lib import explain
+
+    model, test, _, _ = _cached("gap_cnn", _gap_cnn)
+    imgs = test.images[:6]
+    pred = model.predict(imgs, verbose=0).argmax(-1)
+    rows = {"CAM": explain.cam(model, imgs), "Grad-CAM": explain.grad_cam(model, imgs),
+            "Grad-CAM++": explain.grad_cam_plus_plus(model, imgs)}
+    titles = [f"label {y} / pred {p}" for y, p in zip(test.labels[:6], pred)]
+    return _map_grid(imgs, rows, titles, test.boxes[:6], "maps of the predicted class at the last conv layer "
+                                                         "(green: true box, never seen in training)")
+
+
+def gradcam_two_instances():
+    """Day 5: two digits of the same class: Grad-CAM vs Grad-CAM++ (Chattopadhay et al. 2018)."""
+    from course_lib import data, explain
+
+    model, _, _, _ = _cached("gap_cnn", _gap_cnn)
+    two = data.make_cluttered_digits(5, subset="test", variant="two_instances", digit_size=(12, 22), seed=5)
+    rows = {"Grad-CAM": explain.grad_cam(model, two.images, class_index=two.labels),
+            "Grad-CAM++": explain.grad_cam_plus_plus(model, two.images, class_index=two.labels)}
+    return _map_grid(two.images, rows, [f"two {y}s" for y in two.labels], two.boxes,
+                     "two instances of the class: maps of the true class")
+
+
+# ---------------------------------------------------------------------------- day 6
+
+def beyond_gradcam():
+    """Day 6: saliency, guided backprop, guided Grad-CAM and occlusion on the same model and images."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import explain
+
+    model, test, _, _ = _cached("gap_cnn", _gap_cnn)
+    imgs = test.images[:5]
+    sal = explain.saliency(model, imgs)
+    gb = explain.guided_backprop(model, imgs)
+    ggc = explain.guided_grad_cam(model, imgs)
+    occ = explain.occlusion(model, imgs, patch=8, stride=4)
+    fig, axes = plt.subplots(5, 5, figsize=(9.5, 9.5))
+    for i in range(5):
+        panels = [("image", imgs[i]), ("saliency |∂S/∂x|", explain.normalize(np.abs(sal[i]).max(-1)[None])[0]),
+                  ("guided backprop", _shown(gb[i])), ("guided Grad-CAM", _shown(ggc[i])),
+                  ("occlusion (8x8 grey patch)", explain.overlay(imgs[i], occ[i], alpha=0.55))]
+        for ax, (name, panel) in zip(axes[i], panels):
+            ax.imshow(panel, cmap="gray" if np.ndim(panel) == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def rise_map():
+    """Day 6: RISE (Petsiuk et al. 2018) by hand: 600 random coarse masks, maps weighted by the class probability."""
+    import keras
+    import matplotlib.pyplot as plt
+
+    from course_lib import explain
+
+    model, test, _, _ = _cached("gap_cnn", _gap_cnn)
+    imgs = test.images[:5]
+    pred = model.predict(imgs, verbose=0).argmax(-1)
+    rng = np.random.default_rng(0)
+    n_masks, grid, size, p = 600, 6, 48, 0.5
+    cell = size // grid + 1
+    coarse = (rng.random((n_masks, grid + 1, grid + 1)) < p).astype(np.float32)
+    shifts = rng.integers(0, cell, (n_masks, 2))
+    up = keras.ops.convert_to_numpy(keras.ops.image.resize(coarse[..., None], ((grid + 1) * cell,) * 2,
+                                                           interpolation="bilinear"))[..., 0]
+    masks = np.stack([u[dy:dy + size, dx:dx + size] for u, (dy, dx) in zip(up, shifts)])
+    maps = []
+    for img, c in zip(imgs, pred):
+        probs = keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(masks[..., None] * img, verbose=0,
+                                                                           batch_size=200)))[:, c]
+        maps.append(np.tensordot(probs, masks, 1) / (n_masks * p))
+    maps = np.array(maps)
+    grad = explain.grad_cam(model, imgs)
+    fig = _map_grid(imgs, {"RISE (600 masks)": maps - maps.min(axis=(1, 2), keepdims=True), "Grad-CAM": grad},
+                    [f"pred {c}" for c in pred], test.boxes[:5], "RISE needs no gradient, only 600 forward passes")
+    return fig
+
+
+def fixmatch_views():
+    """Day 6: FixMatch's weak and strong views of the same cluttered digits (course_lib.training augmentations)."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import data, training
+
+    d = data.make_cluttered_digits(6, subset="train", seed=2)
+    weak = training.weak_augmentation(flip=False, seed=0)(d.images, training=True)
+    strong = training.strong_augmentation(flip=False, seed=0)(d.images, training=True)
+    fig, axes = plt.subplots(3, 6, figsize=(9, 4.7))
+    for r, (name, imgs) in enumerate((("original", d.images), ("weak: shift", np.asarray(weak)),
+                                      ("strong: shift, rotate,\nzoom, contrast, cutout", np.asarray(strong)))):
+        for i in range(6):
+            axes[r, i].imshow(np.clip(imgs[i], 0, 1))
+            axes[r, i].set_xticks([])
+            axes[r, i].set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle("the pseudo-label comes from the weak view; the loss is taken on the strong one", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sharpening():
+    """Day 6: MixMatch's sharpening p^(1/T) / sum p^(1/T) at three temperatures (course_lib.training.sharpen)."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import training
+
+    p = np.array([[0.05, 0.35, 0.1, 0.3, 0.2]])
+    fig, axes = plt.subplots(1, 4, figsize=(10, 2.6), sharey=True)
+    for ax, t in zip(axes, (1.0, 0.5, 0.25, 0.1)):
+        q = np.asarray(training.sharpen(p, temperature=t))[0]
+        ax.bar(range(5), q, color="#6a9fd4")
+        ax.set_title(f"T = {t}: max {q.max():.2f}", fontsize=10)
+        ax.set_xlabel("class")
+    axes[0].set_ylabel("probability")
+    fig.tight_layout()
+    return fig

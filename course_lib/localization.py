@@ -262,6 +262,36 @@ def get_box_loss(loss) -> keras.losses.Loss:
     return BOX_LOSSES[loss]()
 
 
+# ------------------------------------------------------------------ CoordConv
+
+
+@keras.saving.register_keras_serializable("course_lib")
+class AddCoords(keras.layers.Layer):
+    """CoordConv's coordinate channels (Liu et al., NeurIPS 2018, Sec. 3): append x and y maps.
+
+    Maps a (batch, h, w, c) tensor to (batch, h, w, c + 2): channel ``c`` holds each
+    pixel's column and channel ``c + 1`` its row, both scaled linearly to [-1, 1]
+    (left/top = -1, right/bottom = 1). A convolution is translation-equivariant, so
+    without these channels it cannot tell *where* it is, which a box regressor needs;
+    with them, the next convolution can read the absolute position. Used in notebook 05.
+    """
+
+    def call(self, x):
+        shape = ops.shape(x)
+        ys = ops.reshape(ops.linspace(-1.0, 1.0, shape[1]), (1, -1, 1, 1))
+        xs = ops.reshape(ops.linspace(-1.0, 1.0, shape[2]), (1, 1, -1, 1))
+        grid_shape = (shape[0], shape[1], shape[2], 1)
+        xx = ops.cast(ops.broadcast_to(xs, grid_shape), x.dtype)
+        yy = ops.cast(ops.broadcast_to(ys, grid_shape), x.dtype)
+        return ops.concatenate([x, xx, yy], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"AddCoords expects a (batch, height, width, channels) input; got shape {tuple(input_shape)}.")
+        channels = None if input_shape[-1] is None else input_shape[-1] + 2
+        return (*input_shape[:-1], channels)
+
+
 # ------------------------------------------------------------ multitask models
 
 

@@ -299,3 +299,36 @@ def test_giou_orders_inverted_predicted_corners():
     inverted = pred[:, [2, 3, 0, 1]]  # the same boxes with swapped corners
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loc.box_giou(true, inverted)),
                                keras.ops.convert_to_numpy(loc.box_giou(true, pred)), atol=1e-6)
+
+
+# ------------------------------------------------------------------ CoordConv
+
+
+def test_add_coords_appends_normalised_x_and_y_channels():
+    x = np.random.default_rng(3).random((2, 5, 7, 3)).astype(np.float32)
+    out = keras.ops.convert_to_numpy(loc.AddCoords()(x))
+    assert out.shape == (2, 5, 7, 5)
+    np.testing.assert_array_equal(out[..., :3], x)  # the input channels are kept as they are
+    # independent reference: np.meshgrid of np.linspace over columns (x) and rows (y)
+    xx, yy = np.meshgrid(np.linspace(-1, 1, 7), np.linspace(-1, 1, 5))
+    for i in range(2):
+        np.testing.assert_allclose(out[i, ..., 3], xx, atol=1e-6)
+        np.testing.assert_allclose(out[i, ..., 4], yy, atol=1e-6)
+    inp = keras.Input((None, None, 4))
+    assert tuple(loc.AddCoords()(inp).shape) == (None, None, None, 6)
+
+
+def test_add_coords_lets_a_1x1_conv_read_the_position():
+    # A 1x1 convolution without coordinates cannot output the column index of a constant
+    # image; with AddCoords a linear 1x1 conv can, exactly (the CoordConv paper's point).
+    inp = keras.Input((6, 6, 1))
+    conv = keras.layers.Conv2D(1, 1, use_bias=False)
+    model = keras.Model(inp, conv(loc.AddCoords()(inp)))
+    conv.set_weights([np.array([0.0, 1.0, 0.0], np.float32).reshape(1, 1, 3, 1)])
+    out = keras.ops.convert_to_numpy(model(np.ones((1, 6, 6, 1), np.float32)))[0, ..., 0]
+    np.testing.assert_allclose(out, np.tile(np.linspace(-1, 1, 6), (6, 1)), atol=1e-6)
+
+
+def test_add_coords_rejects_non_image_input():
+    with pytest.raises(ValueError, match="batch, height, width, channels"):
+        loc.AddCoords()(keras.Input((8, 3)))

@@ -224,7 +224,8 @@ def test_small_models_give_finite_logits():
 
 @pytest.mark.parametrize("build", [
     lambda: M.resnet(8, (16, 16, 3), 4, variant="cifar", width=8),
-    lambda: M.mobilenet_v2(0.35, (16, 16, 3), 4, variant="cifar"),
+    lambda: M.mobilenet_v2(0.35, (16, 16, 3), 4, variant="cifar", bn_momentum=0.9,
+                           settings=((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2))),
 ], ids=["resnet8_cifar", "mobilenetv2_cifar"])
 def test_small_models_learn(build):
     rng = np.random.default_rng(0)

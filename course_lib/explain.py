@@ -17,6 +17,10 @@ Sections (in this order):
 7. **Visualizing CNNs** (notebook 08): :func:`layer_activations`,
    :func:`receptive_field`, :func:`max_activating_patches` and
    :func:`activation_maximization` (filter and activation grids are in ``course_lib.viz``).
+8. **Beyond Grad-CAM** (notebook 09): :func:`smooth_grad_cam_plus_plus` (Omeiza et al.
+   2019), :func:`rise` (Petsiuk et al. 2018), :func:`augmented_grad_cam` (Morbidelli et al.
+   2020); faithfulness: :func:`average_drop`, :func:`increase_in_confidence` (Chattopadhay
+   et al. 2018), :func:`deletion_insertion`; :func:`sanity_check` (Adebayo et al. 2018).
 
 Conventions: images are float32 in [0, 1], (N, H, W, C); models output logits (a final
 softmax is stripped, so the explained score is always the pre-softmax logit S_c).
@@ -38,6 +42,9 @@ __all__ = [
     "occlusion", "normalize", "overlay", "cam_to_box", "box_iou", "box_mass_share",
     "localization_accuracy", "find_layer", "feature_map_layers",
     "layer_activations", "receptive_field", "max_activating_patches", "activation_maximization",
+    "smooth_grad_cam_plus_plus", "rise_masks", "rise", "warp_matrix", "augmented_grad_cam",
+    "explanation_confidence", "average_drop", "increase_in_confidence", "curve_auc", "deletion_insertion",
+    "randomized_copy", "sanity_check",
 ]
 
 # ======================================================================= 1. model plumbing
@@ -853,3 +860,435 @@ def activation_maximization(model, objective: int, layer: str | None = None, ste
 
     scores = np.array([float(step()) for _ in range(steps)], np.float32)
     return x.numpy()[0], scores
+
+
+# ================================================================== 8. beyond Grad-CAM
+#
+# Notebook 09: a smoother gradient map (Smooth Grad-CAM++), a black-box one (RISE), a
+# sharper one (Augmented Grad-CAM), and the numbers that say whether a map is faithful
+# to the model (Average Drop, Increase in Confidence, deletion / insertion) and whether
+# it depends on the model at all (the model-randomization sanity check).
+
+
+def _build_smooth_gcpp(model, target, shape, n_samples):
+    """Compile ``fn(images, noisy, classes) -> (maps, classes, logits)``; ``noisy`` is (S*b, ...), sample-major."""
+    model_ref, target_ref = weakref.ref(model), weakref.ref(target)
+
+    @tf.function(input_signature=[*_spec(shape)[:1], tf.TensorSpec((None, *shape), tf.float32),
+                                  tf.TensorSpec((None,), tf.int32)])
+    def fn(images, noisy, classes):
+        record, hook = _recorder(target_ref())
+        logits = _run(model_ref(), images, hook)
+        classes, _ = _pick(logits, classes)
+        A = tf.cast(record["A"], tf.float32)                      # clean feature maps (b, h, w, K)
+        record_n, hook_n = _recorder(target_ref())
+        with tf.GradientTape() as tape:
+            noisy_logits = _run(model_ref(), noisy, hook_n)
+            score = tf.gather(noisy_logits, tf.tile(classes, [n_samples]), batch_dims=1)
+            A_n = record_n["A"]
+        g = tf.cast(tape.gradient(score, A_n), tf.float32)        # (S*b, h, w, K), one copy per row
+        g = tf.reshape(g, (n_samples, -1, *g.shape[1:]))
+        d1, d2, d3 = (tf.reduce_mean(g ** p, axis=0) for p in (1, 2, 3))   # the same S copies for all three
+        denom = 2.0 * d2 + tf.reduce_sum(A, axis=(1, 2), keepdims=True) * d3
+        alpha = tf.where(denom != 0.0, d2 / tf.where(denom != 0.0, denom, 1.0), 0.0)
+        weights = tf.reduce_sum(alpha * tf.nn.relu(d1), axis=(1, 2))
+        maps = tf.nn.relu(tf.einsum("nhwk,nk->nhw", A, weights))
+        maps = tf.image.resize(maps[..., None], shape[:2], method="bilinear")[..., 0]
+        return maps, classes, logits
+
+    return fn
+
+
+def smooth_grad_cam_plus_plus(model, images, class_index=None, layer=None, n_samples=16, noise=0.15,
+                              seed=0, batch_size=16):
+    """Smooth Grad-CAM++ maps, float32 (N, H, W), upsampled bilinearly to the images.
+
+    Omeiza et al., "Smooth Grad-CAM++", 2019, eq. 4-6: Grad-CAM++'s weights (eq. 19 of
+    Chattopadhay et al. 2018) with the first, second and third derivatives replaced by
+    their means over ``n_samples`` noisy copies x + eps, eps ~ N(0, noise^2) per pixel
+    (SmoothGrad's noise, Smilkov et al. 2017; ``noise`` is in image units, images in
+    [0, 1]). With g_s = dS_c/dA at copy s, D1 = mean_s g_s, D2 = mean_s g_s^2,
+    D3 = mean_s g_s^3 (all three over the *same* copies; one public implementation pairs
+    the averaged powers with the last copy's gradient, which we do not do):
+    alpha = D2 / (2 D2 + sum_ab A_ab D3), w_k = sum_ij alpha_ij relu(D1_ij), map =
+    relu(sum_k w_k A^k), where A are the feature maps of the clean image and the class
+    is the clean image's (top class when ``class_index`` is None). As in
+    :func:`grad_cam_plus_plus` the factor exp(S) is left out. With ``noise=0`` it equals
+    :func:`grad_cam_plus_plus`. The noise is ``noise * rng.standard_normal((N,
+    n_samples, H, W, C))`` with ``rng = np.random.default_rng(seed)``. Used in notebook 09.
+    """
+    images = check_images(images)
+    graph = _graph(model, images)
+    target = _resolve_layer(model, graph, layer)
+    classes = _check_classes(class_index, len(images), graph.n_classes)
+    n_samples = check_positive_int(n_samples, "n_samples")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise is the standard deviation of the Gaussian noise in image units, >= 0; got {noise}.")
+    shape = images.shape[1:]
+    eps = float(noise) * np.random.default_rng(seed).standard_normal((len(images), n_samples, *shape), np.float32)
+    fn = _cached(model, ("smooth_gcpp", id(target), shape, n_samples),
+                 lambda: _build_smooth_gcpp(model, target, shape, n_samples))
+    maps = []
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size]
+        noisy = (x[:, None] + eps[i : i + batch_size]).swapaxes(0, 1).reshape(-1, *shape)  # sample-major
+        maps.append(fn(tf.constant(x), tf.constant(noisy), tf.constant(classes[i : i + batch_size]))[0].numpy())
+    return np.concatenate(maps).astype(np.float32)
+
+
+def rise_masks(n_masks, image_shape, grid=8, p=0.5, seed=0):
+    """RISE's random masks, float32 (n_masks, H, W) in [0, 1] (Petsiuk et al. 2018, Sec. 3.2).
+
+    Each mask: a ``grid`` x ``grid`` binary grid, each cell 1 with probability ``p``,
+    upsampled bilinearly to (grid + 1) * ceil(H / grid) pixels a side, then cropped at a
+    random offset in [0, ceil(H / grid)) x [0, ceil(W / grid)), so the soft cells do not
+    all sit on the same lattice. Used by :func:`rise` and in notebook 09.
+    """
+    n_masks, grid = check_positive_int(n_masks, "n_masks"), check_positive_int(grid, "grid")
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if grid > min(h, w):
+        raise ValueError(f"grid {grid} is finer than the {h}x{w} images; use grid <= {min(h, w)}.")
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"p is the probability that a grid cell is kept, in (0, 1]; got {p}.")
+    rng = np.random.default_rng(seed)
+    ch, cw = -(-h // grid), -(-w // grid)
+    cells = (rng.random((n_masks, grid, grid, 1)) < p).astype(np.float32)
+    big = tf.image.resize(cells, ((grid + 1) * ch, (grid + 1) * cw), method="bilinear").numpy()[..., 0]
+    dy, dx = rng.integers(0, ch, n_masks), rng.integers(0, cw, n_masks)
+    return np.stack([big[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n_masks)]).astype(np.float32)
+
+
+def _probabilities(model, images, batch_size=256):
+    """Softmax of the model's logits, float64 (N, classes), through the cached logits function."""
+    fn = _cached(model, ("logits", images.shape[1:]), lambda: _build_logits(model, images.shape[1:]))
+    logits = np.concatenate([fn(tf.constant(images[i : i + batch_size])).numpy()
+                             for i in range(0, len(images), batch_size)]).astype(np.float64)
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def rise(model, images, class_index=None, n_masks=2000, grid=8, p=0.5, seed=0, memory_mb=64, progress=True):
+    """RISE saliency maps, float32 (N, H, W): the mean of the masks weighted by the class probability.
+
+    Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
+    Models", BMVC 2018, eq. 6: S(x) = 1 / (E[M] n_masks) sum_i f_c(x * M_i) M_i, with f_c
+    the softmax probability of class c, masks from :func:`rise_masks` (the same masks for
+    every image) and E[M] = ``p``. Black box: only forward passes. The masked copies go
+    through the model in chunks of at most ``memory_mb`` MiB of input, with a tqdm
+    progress bar over the chunks (``progress=False`` hides it). Used in notebook 09.
+    """
+    from tqdm.auto import tqdm
+
+    images = check_images(images)
+    graph = _graph(model, images)
+    classes = _check_classes(class_index, len(images), graph.n_classes)
+    if not memory_mb > 0:
+        raise ValueError(f"memory_mb is the memory budget of one chunk of masked images in MiB, > 0; got {memory_mb}.")
+    masks = rise_masks(n_masks, images.shape[1:3], grid, p, seed)
+    top = np.argmax(_probabilities(model, images), axis=1)
+    classes = np.where(classes < 0, top, classes)
+    chunk = max(1, int(memory_mb * 2**20 // (4 * np.prod(images.shape[1:]))))
+    spans = [(i, k) for i in range(len(images)) for k in range(0, n_masks, chunk)]
+    maps = np.zeros(images.shape[:3], np.float64)
+    for i, k in tqdm(spans, desc="RISE", disable=not progress, leave=False):
+        m = masks[k : k + chunk]
+        probs = _probabilities(model, (images[i] * m[..., None]).astype(np.float32), batch_size=chunk)
+        maps[i] += np.tensordot(probs[:, classes[i]], m, axes=1)
+    return (maps / (n_masks * p)).astype(np.float32)
+
+
+# --- Augmented Grad-CAM: heat-map super-resolution (Morbidelli et al. 2020)
+
+
+def _area_matrix(n_out, n_in):
+    """(n_out, n_in) matrix averaging the input over each output cell's span (fractional overlaps)."""
+    m = np.zeros((n_out, n_in))
+    for r in range(n_out):
+        lo, hi = r * n_in / n_out, (r + 1) * n_in / n_out
+        for c in range(int(np.floor(lo)), int(np.ceil(hi))):
+            m[r, c] = min(hi, c + 1) - max(lo, c)
+    return m / m.sum(axis=1, keepdims=True)
+
+
+def warp_matrix(shape, angle=0.0, shift=(0.0, 0.0)):
+    """Sparse (H*W, H*W) matrix of a rotation by ``angle`` degrees about the centre, then a shift (dy, dx).
+
+    Output pixel p takes the bilinear interpolation of the input at R^-1 (p - c - t) + c;
+    outside the image counts as 0. The same operator A_l warps the image (channel by
+    channel) and the high-resolution heat-map in :func:`augmented_grad_cam`.
+    """
+    from scipy import sparse
+
+    h, w = int(shape[0]), int(shape[1])
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    t = np.deg2rad(angle)
+    y, x = yy - cy - shift[0], xx - cx - shift[1]
+    sy, sx = np.cos(t) * y - np.sin(t) * x + cy, np.sin(t) * y + np.cos(t) * x + cx   # inverse rotation
+    y0, x0 = np.floor(sy).astype(int), np.floor(sx).astype(int)
+    rows, cols, vals = [], [], []
+    out = np.arange(h * w).reshape(h, w)
+    for oy, ox in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        yi, xi = y0 + oy, x0 + ox
+        wt = (1 - np.abs(sy - yi)) * (1 - np.abs(sx - xi))
+        ok = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w) & (wt > 0)
+        rows.append(out[ok]), cols.append((yi * w + xi)[ok]), vals.append(wt[ok])
+    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(h * w, h * w))
+
+
+def _tv(h):
+    """Anisotropic total variation sum |dx h| + |dy h| (Morbidelli et al. 2020, eq. 2) and a subgradient."""
+    dy, dx = np.diff(h, axis=0), np.diff(h, axis=1)
+    sy, sx = np.sign(dy), np.sign(dx)
+    sub = np.zeros_like(h)
+    sub[1:] += sy
+    sub[:-1] -= sy
+    sub[:, 1:] += sx
+    sub[:, :-1] -= sx
+    return np.abs(dy).sum() + np.abs(dx).sum(), sub
+
+
+def augmented_grad_cam(model, image, class_index=None, layer=None, transforms=None, n_transforms=16,
+                       max_angle=15.0, max_shift=4.0, lam=0.01, mu=0.01, steps=300, seed=0):
+    """Augmented Grad-CAM: one high-resolution map from the Grad-CAMs of known warps of ``image``.
+
+    Morbidelli et al., "Augmented Grad-CAM: Heat-Maps Super Resolution Through
+    Augmentation", ICASSP 2020, eq. 1: with g_l the low-resolution Grad-CAM of
+    A_l(x) (``upsample=False``), D the area downsampling to the Grad-CAM's size and
+    A_l the warp (:func:`warp_matrix`), solve
+
+        min_h 1/2 sum_l ||D A_l h - g_l||^2 + lam TV_l1(h) + mu/2 ||h||^2
+
+    by subgradient descent with steps 1 / (L sqrt(t + 1)), L the Lipschitz constant of
+    the smooth part; the best iterate is returned (the subgradient method is not a
+    descent method). The g_l are divided by their common max, so ``lam`` and ``mu`` do
+    not depend on the model's scale. ``transforms``: a list of (angle in degrees, dy, dx),
+    or None for the identity plus ``n_transforms - 1`` random ones (angle uniform in
+    +-``max_angle``, shifts in +-``max_shift`` pixels). Every warp explains the class of
+    the unwarped image. Returns ``(h (H, W) float32, objective per step (steps,))``.
+    Used in notebook 09.
+    """
+    from scipy import sparse
+    from scipy.sparse.linalg import eigsh
+
+    image = check_images(np.asarray(image)[None], "image")[0]
+    graph = _graph(model, image[None])
+    classes = _check_classes(class_index, 1, graph.n_classes)
+    steps = check_positive_int(steps, "steps")
+    if not (lam >= 0 and mu >= 0):
+        raise ValueError(f"lam and mu weigh the TV and L2 terms and must be >= 0; got lam={lam}, mu={mu}.")
+    if transforms is None:
+        n_transforms = check_positive_int(n_transforms, "n_transforms")
+        rng = np.random.default_rng(seed)
+        transforms = [(0.0, 0.0, 0.0)] + [
+            (rng.uniform(-max_angle, max_angle), rng.uniform(-max_shift, max_shift), rng.uniform(-max_shift, max_shift))
+            for _ in range(n_transforms - 1)]
+    try:
+        transforms = [tuple(float(v) for v in t) for t in transforms]
+    except (TypeError, ValueError):
+        transforms = [()]
+    if not transforms or any(len(t) != 3 for t in transforms):
+        raise ValueError("transforms must be a non-empty list of (angle in degrees, dy, dx) triples.")
+    H, W, C = image.shape
+    warps = [warp_matrix((H, W), a, (dy, dx)) for a, dy, dx in transforms]
+    warped = np.stack([(A @ image.reshape(H * W, C)).reshape(H, W, C) for A in warps]).astype(np.float32)
+    if classes[0] < 0:
+        classes = np.argmax(_probabilities(model, image[None]), axis=1).astype(np.int32)
+    g = grad_cam(model, warped, np.repeat(classes, len(warped)), layer=layer, upsample=False)
+    h_lo, w_lo = g.shape[1:]
+    g = g / max(float(g.max()), 1e-12)
+    D = sparse.csr_matrix(np.kron(_area_matrix(h_lo, H), _area_matrix(w_lo, W)))
+    ops = [D @ A for A in warps]
+    gram = sum(M.T @ M for M in ops)
+    lipschitz = float(eigsh(gram, k=1, return_eigenvectors=False)[0]) + mu
+    rhs = sum(M.T @ gl.ravel() for M, gl in zip(ops, g))
+
+    def objective(h):
+        fit = 0.5 * sum(float(np.sum((M @ h.ravel() - gl.ravel()) ** 2)) for M, gl in zip(ops, g))
+        return fit + lam * _tv(h)[0] + 0.5 * mu * float(np.sum(h * h))
+
+    h = np.zeros((H, W))
+    best, best_value, history = h, np.inf, []
+    for t in range(steps):
+        value = objective(h)
+        history.append(value)
+        if value < best_value:
+            best, best_value = h, value
+        grad = (gram @ h.ravel() - rhs).reshape(H, W) + lam * _tv(h)[1] + mu * h
+        h = h - grad / (lipschitz * np.sqrt(t + 1.0))
+    return best.astype(np.float32), np.asarray(history, np.float32)
+
+
+# --- faithfulness: do the maps point at what the model uses?
+
+
+def _check_maps(maps, images):
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim != 3 or len(maps) != len(images):
+        raise ValueError(f"maps must be (N, h, w) with one map per image (N = {len(images)}); got shape {maps.shape}.")
+    if not np.isfinite(maps).all():
+        raise ValueError("maps contain NaN or Inf; compute them again or drop those images.")
+    if maps.shape[1:] != images.shape[1:3]:
+        maps = tf.image.resize(maps[..., None], images.shape[1:3], method="bilinear").numpy()[..., 0]
+    return maps
+
+
+def explanation_confidence(model, images, maps, class_index=None, batch_size=256):
+    """Class probabilities Y on the images and O on the explanation maps E = normalize(map) * image.
+
+    Chattopadhay et al. (2018), Sec. 5.1.1: the explanation map is the point-wise product
+    of the upsampled heat-map, scaled to [0, 1], with the image. The class is the top
+    class on the image unless ``class_index`` is given. Returns ``(Y, O, classes)``,
+    float64 (N,), float64 (N,), int (N,). Feeds :func:`average_drop` and
+    :func:`increase_in_confidence`. Used in notebook 09.
+    """
+    images = check_images(images)
+    graph = _graph(model, images)
+    classes = _check_classes(class_index, len(images), graph.n_classes)
+    maps = normalize(_check_maps(maps, images))
+    batch_size = check_positive_int(batch_size, "batch_size")
+    py = _probabilities(model, images, batch_size)
+    classes = np.where(classes < 0, np.argmax(py, axis=1), classes)
+    po = _probabilities(model, (images * maps[..., None]).astype(np.float32), batch_size)
+    rows = np.arange(len(images))
+    return py[rows, classes], po[rows, classes], classes
+
+
+def _check_scores(Y, O):
+    Y, O = np.asarray(Y, np.float64), np.asarray(O, np.float64)
+    if Y.ndim != 1 or Y.shape != O.shape or len(Y) == 0:
+        raise ValueError(f"Y and O must be 1-D arrays of the same non-zero length; got shapes {Y.shape} and {O.shape}.")
+    if not (np.all(Y > 0) and np.all(Y <= 1) and np.all(O >= 0) and np.all(O <= 1)):
+        raise ValueError("Y and O are class probabilities: Y in (0, 1], O in [0, 1]; pass softmax outputs, not logits.")
+    return Y, O
+
+
+def average_drop(Y, O):
+    """Average Drop in percent: 100 * mean_i max(0, Y_i - O_i) / Y_i (Chattopadhay et al. 2018, Sec. 5.1.1).
+
+    Y: the class probability on the image, O: on the explanation map (lower is better).
+    Used in notebook 09.
+    """
+    Y, O = _check_scores(Y, O)
+    return float(100.0 * np.mean(np.maximum(0.0, Y - O) / Y))
+
+
+def increase_in_confidence(Y, O):
+    """Increase in Confidence in percent: 100 * mean_i 1[O_i > Y_i] (Chattopadhay et al. 2018, Sec. 5.1.1).
+
+    The share of images whose explanation map alone is *more* convincing than the image
+    (higher is better). Used in notebook 09.
+    """
+    Y, O = _check_scores(Y, O)
+    return float(100.0 * np.mean(O > Y))
+
+
+def curve_auc(curve):
+    """Area under a curve sampled at equally spaced fractions 0..1 (trapezoid rule), per row."""
+    curve = np.asarray(curve, np.float64)
+    if curve.shape[-1] < 2:
+        raise ValueError(f"a curve needs at least 2 points; got shape {curve.shape}.")
+    return (curve.sum(-1) - 0.5 * (curve[..., 0] + curve[..., -1])) / (curve.shape[-1] - 1)
+
+
+def deletion_insertion(model, images, maps, class_index=None, n_steps=24, blur_sigma=2.0, batch_size=256):
+    """Deletion and insertion curves and their areas (Petsiuk et al. 2018, Sec. 4.1, "causal metrics").
+
+    Pixels are ranked by the map (highest first). Deletion: starting from the image,
+    set the next H*W / ``n_steps`` pixels to 0 at each step (the zero canvas) and
+    record the class probability; a faithful map makes it fall fast (low AUC is better).
+    Insertion: starting from the image blurred with a Gaussian of ``blur_sigma`` pixels
+    (the paper's blurred canvas), put the original pixels back in the same order; the
+    probability should rise fast (high AUC is better). Curves have ``n_steps + 1``
+    points at fractions 0, 1/n_steps, ..., 1; areas by the trapezoid rule
+    (:func:`curve_auc`). The class is the top class on the image unless given.
+    Returns a dict of ``deletion``, ``insertion`` (N, n_steps + 1) and ``deletion_auc``,
+    ``insertion_auc`` (N,). Used in notebook 09.
+    """
+    from scipy import ndimage
+
+    images = check_images(images)
+    graph = _graph(model, images)
+    classes = _check_classes(class_index, len(images), graph.n_classes)
+    maps = _check_maps(maps, images)
+    n_steps = check_positive_int(n_steps, "n_steps")
+    n, h, w, c = images.shape
+    if n_steps > h * w:
+        raise ValueError(f"n_steps {n_steps} is more than the {h * w} pixels of an image.")
+    if not blur_sigma > 0:
+        raise ValueError(f"blur_sigma is the Gaussian blur's standard deviation in pixels, > 0; got {blur_sigma}.")
+    classes = np.where(classes < 0, np.argmax(_probabilities(model, images, batch_size), axis=1), classes)
+    counts = np.round(np.linspace(0, h * w, n_steps + 1)).astype(int)
+    out = {"deletion": np.zeros((n, n_steps + 1)), "insertion": np.zeros((n, n_steps + 1))}
+    for i in range(n):
+        order = np.argsort(-maps[i].ravel(), kind="stable")
+        rank = np.empty(h * w, int)
+        rank[order] = np.arange(h * w)
+        chosen = (rank[None] < counts[:, None]).reshape(-1, h, w, 1)       # (steps + 1, h, w, 1)
+        blurred = ndimage.gaussian_filter(images[i], sigma=(blur_sigma, blur_sigma, 0))
+        deleted = np.where(chosen, 0.0, images[i][None]).astype(np.float32)
+        inserted = np.where(chosen, images[i][None], blurred[None]).astype(np.float32)
+        probs = _probabilities(model, np.concatenate([deleted, inserted]), batch_size)[:, classes[i]]
+        out["deletion"][i], out["insertion"][i] = probs[: n_steps + 1], probs[n_steps + 1 :]
+    out["deletion_auc"], out["insertion_auc"] = curve_auc(out["deletion"]), curve_auc(out["insertion"])
+    return out
+
+
+# --- the model-randomization sanity check (Adebayo et al. 2018)
+
+
+def randomized_copy(model, seed=0):
+    """A copy of ``model`` with every kernel redrawn at random; the original is not touched.
+
+    Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018, Sec. 3.1 (model
+    parameter randomization): each kernel (Conv2D, DepthwiseConv2D, Dense, ...) becomes
+    Gaussian noise with the trained kernel's standard deviation; biases and batch-norm
+    parameters are copied. Built with ``keras.models.clone_model``. Used in notebook 09.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a keras.Model; got {type(model).__name__}.")
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    rng = np.random.default_rng(seed)
+    for layer in _all_layers(copy):
+        for name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+            var = None if isinstance(layer, keras.Model) else getattr(layer, name, None)
+            if var is not None and hasattr(var, "assign"):
+                std = float(np.std(keras.ops.convert_to_numpy(var)))
+                var.assign(rng.normal(0.0, std or 0.05, tuple(var.shape)).astype(var.dtype))
+    return copy
+
+
+def sanity_check(model, images, method="grad_cam", class_index=None, seed=0, **kwargs):
+    """Model-randomization sanity check: Spearman rank correlation of each image's maps.
+
+    Maps by ``method`` (a name: "cam", "grad_cam", "grad_cam_plus_plus",
+    "smooth_grad_cam_plus_plus", "rise", "occlusion", or a callable
+    ``f(model, images, class_index, **kwargs)``) on the trained model and on
+    :func:`randomized_copy`, for the trained model's class of each image. A correlation
+    near 1 means the map barely depends on the weights: it explains the image, not the
+    model (Adebayo et al. 2018, Sec. 3.1, their Fig. 2 uses the same rank correlation).
+    A constant map has no ranking and gets correlation 0. Returns a dict of
+    ``spearman`` (N,), ``trained`` and ``randomized`` maps. Used in notebook 09.
+    """
+    from scipy.stats import spearmanr
+
+    names = {"cam": cam, "grad_cam": grad_cam, "grad_cam_plus_plus": grad_cam_plus_plus,
+             "smooth_grad_cam_plus_plus": smooth_grad_cam_plus_plus, "rise": rise, "occlusion": occlusion}
+    if isinstance(method, str):
+        if method not in names:
+            raise ValueError(f"method must be one of {', '.join(names)} or a callable; got {method!r}.")
+        method = names[method]
+    elif not callable(method):
+        raise ValueError(f"method must be a method name or a callable; got {type(method).__name__}.")
+    images = check_images(images)
+    graph = _graph(model, images)
+    classes = _check_classes(class_index, len(images), graph.n_classes)
+    classes = np.where(classes < 0, np.argmax(_probabilities(model, images), axis=1), classes).astype(np.int32)
+    trained = np.asarray(method(model, images, classes, **kwargs), np.float32)
+    randomized = np.asarray(method(randomized_copy(model, seed), images, classes, **kwargs), np.float32)
+    rho = []
+    for a, b in zip(trained.reshape(len(images), -1), randomized.reshape(len(images), -1)):
+        rho.append(0.0 if a.std() == 0 or b.std() == 0 else float(spearmanr(a, b)[0]))
+    return {"spearman": np.asarray(rho, np.float32), "trained": trained, "randomized": randomized}

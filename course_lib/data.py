@@ -301,7 +301,8 @@ def make_cluttered_digits(
     lo, hi = digit_size
     if not (4 <= lo <= hi):
         raise ValueError(f"digit_size must be (min, max) with 4 <= min <= max; got {digit_size}.")
-    max_px = image_size // 2 if variant == "two_instances" else image_size - 2
+    # Two digits must fit side by side with a pixel between them.
+    max_px = image_size // 2 - 1 if variant == "two_instances" else image_size - 2
     if hi > max_px:
         raise ValueError(
             f"digit_size max {hi} does not fit a {image_size}px image for variant {variant!r} "
@@ -333,8 +334,14 @@ def make_cluttered_digits(
                 spot = _place(rng, image_size, px, taken)
                 if spot is not None:
                     break
-            else:  # pragma: no cover - only with extreme sizes
-                raise RuntimeError("could not place the digit; use a smaller digit_size")
+            else:  # rare: the first digit sits so that no random spot is free; search every spot
+                px = lo
+                free = [(t, left) for t in range(image_size - px + 1) for left in range(image_size - px + 1)
+                        if not any(_overlap((left, t, left + px, t + px), b, margin=1) for b in taken)]
+                if not free:
+                    raise ValueError(f"could not place {n_obj} digits of {digit_size} px in a {image_size}px image; "
+                                     "use a smaller digit_size or a larger image_size.")
+                spot = free[int(rng.integers(len(free)))]
             alpha = _scaled_digit(ink[rng.choice(by_class[int(labels[i])])], px, rng)
             _paste(canvas, alpha, _bright_colour(rng), *spot)
             boxes[i, k] = _ink_box(alpha, spot[0], spot[1], image_size)

@@ -70,6 +70,8 @@ def test_two_instance_and_spurious_variants():
     assert two.boxes.shape == (16, 2, 4)
     for b in two.boxes:  # the two instances never overlap
         assert b[0, 2] <= b[1, 0] or b[1, 2] <= b[0, 0] or b[0, 3] <= b[1, 1] or b[1, 3] <= b[0, 1]
+    # Large digits for two instances at 48 px (as notebook 07 uses them) are placed.
+    assert data.make_cluttered_digits(300, variant="two_instances", digit_size=(12, 22), seed=4).boxes.shape == (300, 2, 4)
     sp = data.make_cluttered_digits(200, variant="spurious", cue="label", seed=2)
     # With cue="label" the cue's position is a function of the label.
     left = np.round(sp.cue_boxes[:, 0], 4)
@@ -99,6 +101,7 @@ def test_subsets_use_disjoint_source_digits():
         (dict(n=4, subset="training"), "unknown subset 'training'"),
         (dict(n=4, variant="double"), "unknown variant"),
         (dict(n=4, digit_size=(30, 60)), "does not fit a 48px image"),
+        (dict(n=4, variant="two_instances", digit_size=(14, 24)), "does not fit a 48px image"),
         (dict(n=4, n_clutter=-1), "n_clutter must be >= 0"),
     ],
 )

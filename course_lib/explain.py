@@ -888,7 +888,7 @@ def _build_smooth_gcpp(model, target, shape, n_samples):
             A_n = record_n["A"]
         g = tf.cast(tape.gradient(score, A_n), tf.float32)        # (S*b, h, w, K), one copy per row
         g = tf.reshape(g, (n_samples, -1, *g.shape[1:]))
-        d1, d2, d3 = (tf.reduce_mean(g ** p, axis=0) for p in (1, 2, 3))   # the same S copies for all three
+        d1, d2, d3 = (tf.reduce_mean(p, axis=0) for p in (g, g * g, g * g * g))   # the same S copies for all three
         denom = 2.0 * d2 + tf.reduce_sum(A, axis=(1, 2), keepdims=True) * d3
         alpha = tf.where(denom != 0.0, d2 / tf.where(denom != 0.0, denom, 1.0), 0.0)
         weights = tf.reduce_sum(alpha * tf.nn.relu(d1), axis=(1, 2))

@@ -118,6 +118,12 @@ def test_smooth_grad_cam_pp_without_noise_is_grad_cam_pp(model, images):
     np.testing.assert_allclose(ours, ex.grad_cam_plus_plus(model, images, layer="conv2"), rtol=1e-4, atol=1e-6)
 
 
+def test_smooth_grad_cam_pp_at_the_gap_layer_is_grad_cam_pp_whatever_the_noise(model, images):
+    # the gradient of GAP -> Dense w.r.t. the map it pools is w / (h w) for every input
+    ours = ex.smooth_grad_cam_plus_plus(model, images, n_samples=4, noise=0.3)
+    np.testing.assert_allclose(ours, ex.grad_cam_plus_plus(model, images), rtol=1e-4, atol=1e-6)
+
+
 def test_smooth_grad_cam_pp_batch_size_does_not_matter(model, images):
     a = ex.smooth_grad_cam_plus_plus(model, images, layer="conv2", n_samples=4, noise=0.2, batch_size=1)
     b = ex.smooth_grad_cam_plus_plus(model, images, layer="conv2", n_samples=4, noise=0.2, batch_size=16)

@@ -585,29 +585,13 @@ def beyond_gradcam():
 
 
 def rise_map():
-    """Day 6: RISE (Petsiuk et al. 2018) by hand: 600 random coarse masks, maps weighted by the class probability."""
-    import keras
-    import matplotlib.pyplot as plt
-
+    """Day 6: RISE (Petsiuk et al. 2018) with course_lib.explain.rise: 600 random masks, no gradient."""
     from course_lib import explain
 
     model, test, _, _ = _cached("gap_cnn", _gap_cnn)
     imgs = test.images[:5]
     pred = model.predict(imgs, verbose=0).argmax(-1)
-    rng = np.random.default_rng(0)
-    n_masks, grid, size, p = 600, 6, 48, 0.5
-    cell = size // grid + 1
-    coarse = (rng.random((n_masks, grid + 1, grid + 1)) < p).astype(np.float32)
-    shifts = rng.integers(0, cell, (n_masks, 2))
-    up = keras.ops.convert_to_numpy(keras.ops.image.resize(coarse[..., None], ((grid + 1) * cell,) * 2,
-                                                           interpolation="bilinear"))[..., 0]
-    masks = np.stack([u[dy:dy + size, dx:dx + size] for u, (dy, dx) in zip(up, shifts)])
-    maps = []
-    for img, c in zip(imgs, pred):
-        probs = keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(masks[..., None] * img, verbose=0,
-                                                                           batch_size=200)))[:, c]
-        maps.append(np.tensordot(probs, masks, 1) / (n_masks * p))
-    maps = np.array(maps)
+    maps = explain.rise(model, imgs, n_masks=600, grid=6, p=0.5, progress=False)
     grad = explain.grad_cam(model, imgs)
     fig = _map_grid(imgs, {"RISE (600 masks)": maps - maps.min(axis=(1, 2), keepdims=True), "Grad-CAM": grad},
                     [f"pred {c}" for c in pred], test.boxes[:5], "RISE needs no gradient, only 600 forward passes")

@@ -16,7 +16,10 @@ The module is organised in sections, each a few short functions a student can re
 7. Transfer learning: :func:`imagenet_mobilenet_v2`, :func:`backbone_from_classifier`,
    :func:`transfer_classifier`, :func:`unfreeze_top`.
 
-Later days add their sections at the end (semi-supervised learning, notebook 10).
+8. Semi-supervised learning (notebook 10): :func:`sharpen`, :func:`entropy_loss`,
+   :func:`consistency_loss`, :func:`pseudo_labels`, :func:`fixmatch_unlabelled_loss`,
+   :class:`SemiSupervisedTrainer` (one ``train_step`` for every method) and the
+   Gaussian-mixture baseline (:func:`gmm_e_step`, :func:`gmm_m_step`, :class:`SemiSupervisedGMM`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Sections (in this order):
 4. **Perturbation**: :func:`occlusion` (Zeiler and Fergus 2014).
 5. **Display**: :func:`normalize` and :func:`overlay`.
 6. **Weakly supervised localization**: :func:`cam_to_box`, :func:`box_iou`,
-   :func:`box_mass_share` and :func:`localization_accuracy` (the CAM paper's protocol).
+   :func:`box_mass_share`, :func:`localization_accuracy` (the CAM paper's protocol) and
+   :func:`box_accuracy_by_threshold` (choosing the threshold on held-out boxes, Choe et al. 2020).
 7. **Visualizing CNNs** (notebook 08): :func:`layer_activations`,
    :func:`receptive_field`, :func:`max_activating_patches` and
    :func:`activation_maximization` (filter and activation grids are in ``course_lib.viz``).
@@ -40,7 +41,7 @@ from .data import check_images, check_positive_int
 __all__ = [
     "cam", "grad_cam", "grad_cam_plus_plus", "saliency", "guided_backprop", "guided_grad_cam",
     "occlusion", "normalize", "overlay", "cam_to_box", "box_iou", "box_mass_share",
-    "localization_accuracy", "find_layer", "feature_map_layers",
+    "localization_accuracy", "box_accuracy_by_threshold", "find_layer", "feature_map_layers",
     "layer_activations", "receptive_field", "max_activating_patches", "activation_maximization",
     "smooth_grad_cam_plus_plus", "rise_masks", "rise", "warp_matrix", "augmented_grad_cam",
     "explanation_confidence", "average_drop", "increase_in_confidence", "curve_auc", "deletion_insertion",
@@ -722,6 +723,32 @@ def localization_accuracy(model, images, labels, boxes, method="grad_cam", thres
         "mean_iou": float(iou.mean()),
         "iou": iou.astype(np.float32),
     }
+
+
+def box_accuracy_by_threshold(maps, boxes, thresholds, iou_threshold=0.5):
+    """Share of maps whose :func:`cam_to_box` box reaches ``iou_threshold``, for each threshold: (T,).
+
+    The CAM paper fixed the threshold at 20% of the map's max for GoogLeNet on ImageNet.
+    Choe et al. ("Evaluating Weakly Supervised Object Localization Methods Right",
+    CVPR 2020, Sec. 4) show that the best threshold differs between models and methods,
+    and that comparisons are only fair when each method's threshold is chosen on a
+    held-out split with boxes. This is their box accuracy as a function of the
+    threshold; its maximum is their MaxBoxAcc. Choose the threshold on the validation
+    set, then score the test set at it. ``maps`` (N, H, W); ``boxes`` (N, 4) or
+    (N, K, 4) normalised (best of the K). Used in notebook 07.
+    """
+    maps = np.asarray(maps, np.float32)
+    boxes = np.asarray(boxes, np.float32)
+    thresholds = np.atleast_1d(np.asarray(thresholds, np.float64))
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, H, W); got shape {maps.shape}.")
+    if boxes.shape[0] != len(maps) or boxes.shape[-1] != 4 or boxes.ndim not in (2, 3):
+        raise ValueError(f"boxes must be (N, 4) or (N, K, 4) with N = {len(maps)}; got shape {boxes.shape}.")
+    if thresholds.ndim != 1 or not ((thresholds >= 0) & (thresholds < 1)).all():
+        raise ValueError(f"thresholds are fractions of each map's max in [0, 1); got {thresholds.tolist()}.")
+    gt = boxes if boxes.ndim == 3 else boxes[:, None]
+    return np.array([float((box_iou(cam_to_box(maps, t)[:, None], gt).max(axis=1) >= iou_threshold).mean())
+                     for t in thresholds], np.float32)
 
 
 # ================================================================== 7. visualizing CNNs

@@ -500,6 +500,30 @@ def test_localization_accuracy_follows_the_protocol(models, images):
     np.testing.assert_allclose(res2["iou"], iou_cam, rtol=1e-6)
 
 
+def test_box_accuracy_by_threshold_matches_a_direct_loop():
+    # A blob of value 1 (the object) with a halo of 0.3 around it: at a threshold under
+    # 0.3 the box grows to the halo and misses; above 0.3 it is the object's box.
+    maps = np.zeros((3, 20, 20), np.float32)
+    maps[:, 4:16, 4:16] = 0.3
+    maps[:, 8:12, 8:12] = 1.0
+    maps[2] = np.random.default_rng(0).random((20, 20))
+    boxes = np.tile(np.float32([0.4, 0.4, 0.6, 0.6]), (3, 1))
+    thresholds = [0.1, 0.2, 0.5, 0.9]
+    acc = ex.box_accuracy_by_threshold(maps, boxes, thresholds)
+    expected = [np.mean(ex.box_iou(ex.cam_to_box(maps, t), boxes) >= 0.5) for t in thresholds]
+    np.testing.assert_allclose(acc, expected)
+    np.testing.assert_allclose(acc[:3], [0.0, 0.0, 2 / 3])
+    halo = np.tile(np.float32([0.2, 0.2, 0.8, 0.8]), (3, 1))
+    two = np.stack([boxes, halo], 1)  # scored against the better of two boxes: the halo's, at 0.1
+    np.testing.assert_allclose(ex.box_accuracy_by_threshold(maps, two, [0.1, 0.5]), [2 / 3, 2 / 3])
+    with pytest.raises(ValueError, match="thresholds"):
+        ex.box_accuracy_by_threshold(maps, boxes, [0.2, 1.0])
+    with pytest.raises(ValueError, match="boxes must be"):
+        ex.box_accuracy_by_threshold(maps, boxes[:2], [0.2])
+    with pytest.raises(ValueError, match="maps must be"):
+        ex.box_accuracy_by_threshold(maps[0], boxes, [0.2])
+
+
 # ------------------------------------------------------------------------ bad input
 
 

@@ -158,3 +158,39 @@ def activation_grid(activations, ncols: int = 8, max_maps: int = 32, title: str 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def heatmap_grid(images, rows: dict, titles=None, boxes=None, title: str = ""):
+    """Heat-maps side by side: one column per image, one row per method, with a colour bar.
+
+    ``rows`` maps a row name to maps (N, H, W), each drawn over its image relative to
+    its own max (``course_lib.explain.overlay``); ``None`` shows the images alone.
+    ``titles``: one per column; ``boxes`` (N, 4) or (N, K, 4) normalised (x_min, y_min,
+    x_max, y_max), drawn in green. Used in notebooks 07 and 09 and the day-5/6 slides.
+    """
+    import matplotlib.pyplot as plt
+
+    from .explain import overlay
+
+    images = np.asarray(images)
+    if images.ndim != 4 or not rows:
+        raise ValueError(f"need images (N, H, W, C) and at least one row; got {images.shape} and {len(rows)} rows.")
+    n, h, w = images.shape[:3]
+    for name, maps in rows.items():
+        if maps is not None and len(maps) != n:
+            raise ValueError(f"row {name!r} has {len(maps)} maps for {n} images.")
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n + 0.8, 1.9 * len(rows)), squeeze=False)
+    for r, (name, maps) in enumerate(rows.items()):
+        for i, ax in enumerate(axes[r]):
+            ax.imshow(overlay(images[i], maps[i], alpha=0.55) if maps is not None else images[i])
+            ax.set_xticks([]), ax.set_yticks([])
+            for b in [] if boxes is None else np.asarray(boxes[i], float).reshape(-1, 4):
+                ax.add_patch(plt.Rectangle((b[0] * w - 0.5, b[1] * h - 0.5), (b[2] - b[0]) * w, (b[3] - b[1]) * h,
+                                           fill=False, edgecolor="lime", linewidth=1.2))
+            if r == 0 and titles is not None:
+                ax.set_title(titles[i], fontsize=9)
+        axes[r][0].set_ylabel(name, fontsize=9)
+    fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), ax=axes, fraction=0.02,
+                 label="map / its max")
+    fig.suptitle(title)
+    return fig

@@ -496,30 +496,6 @@ def _gap_cnn():
     return model, te, history, accuracy
 
 
-def _map_grid(images, rows, titles, boxes=None, suptitle=""):
-    import matplotlib.pyplot as plt
-
-    from course_lib import explain
-
-    fig, axes = plt.subplots(len(rows), len(images), figsize=(1.8 * len(images) + 0.8, 1.8 * len(rows)), squeeze=False)
-    for r, (name, maps) in enumerate(rows.items()):
-        for i, ax in enumerate(axes[r]):
-            ax.imshow(explain.overlay(images[i], maps[i], alpha=0.55) if maps is not None else images[i])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if boxes is not None:
-                for b in np.asarray(boxes[i]).reshape(-1, 4) * images.shape[1]:
-                    ax.add_patch(plt.Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1],
-                                               fill=False, edgecolor="lime", linewidth=1.2))
-            if r == 0:
-                ax.set_title(titles[i], fontsize=8)
-        axes[r][0].set_ylabel(name, fontsize=9)
-    sm = plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1))
-    fig.colorbar(sm, ax=axes, fraction=0.02, label="map / its max")
-    fig.suptitle(suptitle, fontsize=10)
-    return fig
-
-
 def gap_training():
     """Day 5: training curves of the small GAP CNN the CAM figures explain."""
     from course_lib import viz
@@ -531,7 +507,7 @@ def gap_training():
 
 def cam_gradcam_overlays():
     """Day 5: CAM, Grad-CAM and Grad-CAM++ of the predicted class on six test images (course_lib.explain)."""
-    from course_lib import explain
+    from course_lib import explain, viz
 
     model, test, _, _ = _cached("gap_cnn", _gap_cnn)
     imgs = test.images[:6]
@@ -539,20 +515,21 @@ def cam_gradcam_overlays():
     rows = {"CAM": explain.cam(model, imgs), "Grad-CAM": explain.grad_cam(model, imgs),
             "Grad-CAM++": explain.grad_cam_plus_plus(model, imgs)}
     titles = [f"label {y} / pred {p}" for y, p in zip(test.labels[:6], pred)]
-    return _map_grid(imgs, rows, titles, test.boxes[:6], "maps of the predicted class at the last conv layer "
-                                                         "(green: true box, never seen in training)")
+    return viz.heatmap_grid(imgs, rows, titles, test.boxes[:6],
+                            "maps of the predicted class at the last conv layer "
+                            "(green: true box, never seen in training)")
 
 
 def gradcam_two_instances():
     """Day 5: two digits of the same class: Grad-CAM vs Grad-CAM++ (Chattopadhay et al. 2018)."""
-    from course_lib import data, explain
+    from course_lib import data, explain, viz
 
     model, _, _, _ = _cached("gap_cnn", _gap_cnn)
     two = data.make_cluttered_digits(5, subset="test", variant="two_instances", digit_size=(12, 22), seed=5)
     rows = {"Grad-CAM": explain.grad_cam(model, two.images, class_index=two.labels),
             "Grad-CAM++": explain.grad_cam_plus_plus(model, two.images, class_index=two.labels)}
-    return _map_grid(two.images, rows, [f"two {y}s" for y in two.labels], two.boxes,
-                     "two instances of the class: maps of the true class")
+    return viz.heatmap_grid(two.images, rows, [f"two {y}s" for y in two.labels], two.boxes,
+                            "two instances of the class: maps of the true class")
 
 
 # ---------------------------------------------------------------------------- day 6
@@ -586,15 +563,16 @@ def beyond_gradcam():
 
 def rise_map():
     """Day 6: RISE (Petsiuk et al. 2018) with course_lib.explain.rise: 600 random masks, no gradient."""
-    from course_lib import explain
+    from course_lib import explain, viz
 
     model, test, _, _ = _cached("gap_cnn", _gap_cnn)
     imgs = test.images[:5]
     pred = model.predict(imgs, verbose=0).argmax(-1)
     maps = explain.rise(model, imgs, n_masks=600, grid=6, p=0.5, progress=False)
     grad = explain.grad_cam(model, imgs)
-    fig = _map_grid(imgs, {"RISE (600 masks)": maps - maps.min(axis=(1, 2), keepdims=True), "Grad-CAM": grad},
-                    [f"pred {c}" for c in pred], test.boxes[:5], "RISE needs no gradient, only 600 forward passes")
+    rows = {"RISE (600 masks)": maps - maps.min(axis=(1, 2), keepdims=True), "Grad-CAM": grad}
+    fig = viz.heatmap_grid(imgs, rows,
+                           [f"pred {c}" for c in pred], test.boxes[:5], "RISE needs no gradient, only 600 forward passes")
     return fig
 
 

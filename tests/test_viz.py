@@ -51,3 +51,23 @@ def test_activation_grid_limits_maps_and_checks_rank():
     assert sum(1 for ax in fig.axes if ax.images) == 10
     with pytest.raises(ValueError, match="one image"):
         viz.activation_grid(np.zeros((2, 6, 6, 4)))
+
+
+def test_heatmap_grid_overlays_each_map_on_its_image():
+    rng = np.random.default_rng(1)
+    imgs = rng.random((3, 12, 12, 3)).astype(np.float32)
+    maps = np.zeros((3, 12, 12), np.float32)
+    maps[:, 2:5, 7:10] = 1.0
+    boxes = np.tile(np.float32([0.5, 0.25, 0.75, 0.5]), (3, 1))
+    fig = viz.heatmap_grid(imgs, {"a": maps, "image": None}, titles=["x", "y", "z"], boxes=boxes, title="t")
+    panels = fig.axes[:6]  # 2 rows x 3 images, then the colour bar
+    assert len(fig.axes) == 7 and [ax.get_title() for ax in panels[:3]] == ["x", "y", "z"]
+    shown = panels[0].images[0].get_array()
+    assert shown.shape == (12, 12, 3) and not np.allclose(shown, imgs[0])  # the map is blended in
+    np.testing.assert_allclose(panels[3].images[0].get_array(), imgs[0])  # None: the image alone
+    (box,) = panels[0].patches
+    assert box.get_xy() == (5.5, 2.5) and box.get_width() == 3 and box.get_height() == 3
+    with pytest.raises(ValueError, match="row 'a' has 2 maps for 3 images"):
+        viz.heatmap_grid(imgs, {"a": maps[:2]})
+    with pytest.raises(ValueError, match="at least one row"):
+        viz.heatmap_grid(imgs, {})

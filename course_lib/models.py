@@ -340,7 +340,8 @@ def mobilenet_v2(
     alpha = float(alpha)
     variant = _check_variant(variant)
     settings = _check_settings(settings)
-    strides = [row[3] if not (variant == "cifar" and i == 1) else 1 for i, row in enumerate(settings)]
+    # The cifar variant keeps the resolution of small images: stride 1 in the stem and in stage 1.
+    strides = [1 if variant == "cifar" and i == 1 else row[3] for i, row in enumerate(settings)]
     total_stride = (2 if variant == "imagenet" else 1) * int(np.prod(strides))
     input_shape = _check_input_shape(input_shape, total_stride, f"MobileNetV2 ({variant})")
     num_classes = check_positive_int(num_classes, "num_classes")
@@ -356,9 +357,7 @@ def mobilenet_v2(
     x = layers.BatchNormalization(**bn, name="bn_Conv1")(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     block_id = 0
-    for stage, (t, c, n, s) in enumerate(settings):
-        if variant == "cifar" and stage == 1:
-            s = 1  # keep the resolution of small images
+    for (t, c, n, _), s in zip(settings, strides):
         for i in range(n):
             x = inverted_residual_block(x, t, c, s if i == 0 else 1, alpha, block_id, bn["momentum"])
             block_id += 1

@@ -1301,8 +1301,7 @@ def sanity_check(model, images, method="grad_cam", class_index=None, seed=0, **k
     """
     from scipy.stats import spearmanr
 
-    names = {"cam": cam, "grad_cam": grad_cam, "grad_cam_plus_plus": grad_cam_plus_plus,
-             "smooth_grad_cam_plus_plus": smooth_grad_cam_plus_plus, "rise": rise, "occlusion": occlusion}
+    names = {**METHODS, "smooth_grad_cam_plus_plus": smooth_grad_cam_plus_plus, "rise": rise, "occlusion": occlusion}
     if isinstance(method, str):
         if method not in names:
             raise ValueError(f"method must be one of {', '.join(names)} or a callable; got {method!r}.")

@@ -21,9 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-pytest.importorskip("otter", reason="Otter-Grader is the instructor extra: pip install -r requirements-dev.txt")
-
-from course_lib import grading  # noqa: E402
+from course_lib import grading
 
 FIXTURES = Path(__file__).parent / "fixtures" / "grading"
 MASTER = FIXTURES / "grading_fixture.ipynb"

@@ -11,8 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "slides"))
-pytest.importorskip("markdown", reason="slides need the instructor extra: pip install -r requirements-dev.txt")
-import build  # noqa: E402  (slides/build.py)
+import build  # noqa: E402  (slides/build.py; needs markdown, installed by requirements.txt)
 
 SOURCES = sorted((ROOT / "slides" / "src").glob("*.md"))
 
@@ -55,7 +54,7 @@ def test_unknown_figure_is_a_clear_error(tmp_path):
 CHROMIUM = build.find_chromium()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (CI installs Debian's chromium package)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary here: apt-get install chromium (Debian/Ubuntu), then run the tests again")
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_deck_opens_in_headless_chromium(src, built, tmp_path):
     page = built[src.stem].as_uri()

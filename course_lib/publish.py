@@ -47,6 +47,7 @@ _REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 _URL_LINE = re.compile(r'^(Repository\s*=\s*")https://github\.com/([^"]+)(")', re.M)
 _COLAB = re.compile(r"https://colab\.research\.google\.com/github/([^/\s]+/[^/\s]+)/blob/main/")
 _INSTALL_MARK = "# Colab only: install course_lib"
+_BADGE = re.compile(r"\[!\[Open in Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]\(([^)\s]*)\)", re.I)
 
 INSTALL_CELL = '''\
 # Colab only: install course_lib from GitHub. On your own machine the README's
@@ -96,8 +97,14 @@ def _stable_ids(nb) -> None:
         cell["id"] = f"c{i:03d}-" + hashlib.sha1(cell.source.encode("utf-8")).hexdigest()[:8]
 
 
+def badge(repo: str, path: str) -> str:
+    """The Markdown of an "Open in Colab" badge for ``path`` of ``repo``."""
+    return f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(repo, path)})"
+
+
 def update_master(path, repo: str) -> bool:
-    """Write the install cell for ``repo`` and the python3 kernelspec into one master; True if changed."""
+    """Write the install cell, the Colab badge (to the student version) and the python3
+    kernelspec for ``repo`` into one master; True if the file changed."""
     path = Path(path)
     before = path.read_text(encoding="utf-8")
     nb = nbformat.reads(before, as_version=4)
@@ -105,6 +112,10 @@ def update_master(path, repo: str) -> bool:
     if len(cells) != 1:
         raise ValueError(f"{path}: expected one Colab install cell (starting {_INSTALL_MARK!r}) among the first cells")
     cells[0].source = INSTALL_CELL.format(repo=repo).rstrip("\n")
+    intro = [c for c in nb.cells[:3] if c.cell_type == "markdown" and _BADGE.search(c.source)]
+    if len(intro) != 1:
+        raise ValueError(f"{path}: expected one 'Open in Colab' badge in the title cell")
+    intro[0].source = _BADGE.sub(badge(repo, f"student/{path.name}"), intro[0].source)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     after = nbformat.writes(nb) + "\n"
     if after != before:

@@ -1318,3 +1318,111 @@ def sanity_check(model, images, method="grad_cam", class_index=None, seed=0, **k
     for a, b in zip(trained.reshape(len(images), -1), randomized.reshape(len(images), -1)):
         rho.append(0.0 if a.std() == 0 or b.std() == 0 else float(spearmanr(a, b)[0]))
     return {"spearman": np.asarray(rho, np.float32), "trained": trained, "randomized": randomized}
+
+
+# ------------------------------------------------------------------ exercise references
+# The small NumPy functions of notebooks 07, 08 and 09's exercises, for the student
+# versions to fall back on until an exercise is answered (course_lib.exercises).
+
+
+def cam_weighted_sum(features, weights, c: int) -> np.ndarray:
+    """The class activation map M_c = sum_k w[k, c] A^k (Zhou et al. 2016, eq. 1-2), shape (h, w).
+
+    ``features`` (h, w, K) is the last convolution's output for one image, ``weights``
+    (K, classes) the dense layer after global average pooling. Notebook 07, exercise 1.
+    """
+    features, weights = np.asarray(features), np.asarray(weights)
+    if features.ndim != 3 or weights.ndim != 2 or weights.shape[0] != features.shape[-1]:
+        raise ValueError(f"features (h, w, K) and weights (K, classes) must agree; got {features.shape}, {weights.shape}.")
+    return features @ weights[:, c]
+
+
+def grad_cam_map(features, gradients) -> np.ndarray:
+    """Grad-CAM of one image, ReLU(sum_k alpha_k A^k), alpha_k = mean gradient (Selvaraju et al. 2017, eq. 1-2).
+
+    ``features`` and ``gradients`` (dS_c / dA) are (h, w, K); returns (h, w). The
+    gradient-based counterpart of :func:`grad_cam`. Notebook 07, exercise 2.
+    """
+    features, gradients = np.asarray(features), np.asarray(gradients)
+    if features.shape != gradients.shape or features.ndim != 3:
+        raise ValueError(f"features and gradients must both be (h, w, K); got {features.shape}, {gradients.shape}.")
+    return np.maximum(features @ gradients.mean(axis=(0, 1)), 0.0)
+
+
+def map_to_box(heatmap, threshold: float = 0.2) -> np.ndarray:
+    """Box of one map's largest 8-connected blob above ``threshold`` x max: :func:`cam_to_box` on (H, W).
+
+    Normalised (x_min, y_min, x_max, y_max), float32 (4,). Notebook 07, exercise 3.
+    """
+    heatmap = np.asarray(heatmap)
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be one (H, W) map; got shape {heatmap.shape}.")
+    return cam_to_box(heatmap, threshold)
+
+
+def receptive_field_size(layers) -> list:
+    """Receptive-field size after each (kernel_size, stride) layer of a stack.
+
+    r_l = r_{l-1} + (k_l - 1) j_{l-1}, j_l = j_{l-1} s_l from r_0 = j_0 = 1 (Araujo et al.
+    2019, eq. 2); :func:`receptive_field` measures the same with gradients. Notebook 08, exercise 2.
+    """
+    sizes, r, j = [], 1, 1
+    for k, s in layers:
+        r, j = r + (k - 1) * j, j * s
+        sizes.append(r)
+    return sizes
+
+
+def top_images(activations, channel: int, k: int) -> np.ndarray:
+    """Indices of the ``k`` images whose peak activation of ``channel`` is largest, strongest first.
+
+    ``activations`` (N, h, w, C); ties keep the lower index. The ranking
+    :func:`max_activating_patches` uses (Zeiler and Fergus 2014). Notebook 08, exercise 3.
+    """
+    a = np.asarray(activations)
+    peaks = a[..., channel].reshape(len(a), -1).max(axis=1)
+    return np.argsort(-peaks, kind="stable")[: check_positive_int(k, "k")]
+
+
+def ascent_step(x, w, lr: float, l2: float) -> np.ndarray:
+    """One normalised gradient-ascent step on S(x) = sum(w x) - l2 ||x - 0.5||^2, clipped to [0, 1].
+
+    The step of :func:`activation_maximization` on a linear unit (Erhan et al. 2009;
+    Simonyan et al. 2014): g = w - 2 l2 (x - 0.5), x' = clip(x + lr g / rms(g)). Notebook 08, exercise 4.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    g = np.asarray(w) - 2.0 * l2 * (x - 0.5)
+    return np.clip(x + lr * g / (np.sqrt(np.mean(g**2)) + 1e-8), 0.0, 1.0)
+
+
+def rise_estimate(scores, masks, p: float) -> np.ndarray:
+    """RISE saliency from given scores: sum_i S_i M_i / (p N) (Petsiuk et al. 2018, eq. 6).
+
+    ``scores`` (N,) the class score on each masked image, ``masks`` (N, H, W) the masks
+    (:func:`rise_masks`), ``p`` their keep probability. :func:`rise` does this in batches.
+    Notebook 09, exercise 1.
+    """
+    scores, masks = np.asarray(scores, float), np.asarray(masks, float)
+    if len(scores) != len(masks) or not 0 < p <= 1:
+        raise ValueError(f"one score per mask and p in (0, 1]; got {scores.shape}, {masks.shape}, p={p}.")
+    return np.tensordot(scores, masks, axes=1) / (p * len(scores))
+
+
+def drop_and_increase(Y, O) -> tuple:
+    """(:func:`average_drop`, :func:`increase_in_confidence`), both in percent (Chattopadhay et al. 2018).
+
+    Notebook 09, exercise 2.
+    """
+    return average_drop(Y, O), increase_in_confidence(Y, O)
+
+
+def anisotropic_tv(h) -> float:
+    """Anisotropic total variation sum |vertical diffs| + sum |horizontal diffs| of a 2-D map.
+
+    Morbidelli et al. (2020), eq. 2, the regulariser of :func:`augmented_grad_cam`.
+    Notebook 09, exercise 3.
+    """
+    h = np.asarray(h, float)
+    if h.ndim != 2:
+        raise ValueError(f"h must be a 2-D map; got shape {h.shape}.")
+    return float(_tv(h)[0])

@@ -321,3 +321,28 @@ def fold_batch_norm(model, verbose: bool = True):
         warnings.warn(f"fold_batch_norm kept {len(unfoldable)} BatchNormalization layer(s): {listing}.",
                       stacklevel=2)
     return folded
+
+
+# ------------------------------------------------------------------ exercise references
+# Notebook 02's exercises, for the student versions to fall back on until an exercise is
+# answered (course_lib.exercises.answer_or_reference).
+
+
+def bn_forward(x, gamma, beta, eps: float = 1e-3):
+    """Training-mode BN as ``(y, mean, var)``: :func:`batchnorm_forward` without the cache.
+
+    Ioffe & Szegedy (2015), Algorithm 1, over every axis of ``x`` (N, ..., C) but the last;
+    ``var`` is the biased batch variance. Notebook 02, exercise 2.
+    """
+    y, cache = batchnorm_forward(np.asarray(x, dtype=np.float64), gamma, beta, eps)
+    return y, cache["mean"], cache["var"]
+
+
+def fold_dense_bn(kernel, bias, gamma, beta, moving_mean, moving_var, eps: float = 1e-3):
+    """Dense -> inference-mode BN folded into one Dense: ``(new_kernel, new_bias)`` in float64.
+
+    :func:`folded_weights` for a Dense kernel (D_in, D_out): kernel * s and
+    (bias - mean) * s + beta with s = gamma / sqrt(var + eps). Notebook 02, exercise 3.
+    """
+    return folded_weights(np.asarray(kernel, np.float64), np.asarray(bias, np.float64), gamma, beta,
+                          moving_mean, moving_var, eps)

@@ -682,3 +682,32 @@ def pck(true_keypoints, pred_keypoints, threshold: float = 0.1) -> np.ndarray:
     size = (t.max(axis=1) - t.min(axis=1)).max(axis=-1)  # (N,)
     dist = np.linalg.norm(p - t, axis=-1)  # (N, k)
     return (dist <= threshold * size[:, None]).mean(axis=0)
+
+
+# ------------------------------------------------------------------ exercise references
+# Notebook 05's exercises, for the student versions to fall back on until an exercise is
+# answered (course_lib.exercises.answer_or_reference).
+
+
+def to_center_xywh(boxes) -> np.ndarray:
+    """(x_min, y_min, x_max, y_max) boxes -> (x_centre, y_centre, width, height), float32 (N, 4).
+
+    :func:`xyxy_to_xywh` with ``center=True``. Notebook 05, exercise 1.
+    """
+    return xyxy_to_xywh(np.asarray(boxes, np.float32), center=True).astype(np.float32)
+
+
+def multitask_loss_np(labels, logits, true_boxes, pred_boxes, alpha) -> float:
+    """The multitask loss in NumPy: alpha * mean cross-entropy + (1 - alpha) * mean squared box error.
+
+    S is the softmax cross-entropy of ``logits`` (N, K) for integer ``labels`` (N,), R the
+    squared L2 box error summed over the 4 coordinates and averaged over the boxes;
+    :func:`multitask_loss` combines them (ValueError unless 0 < alpha < 1). Notebook 05, exercise 3.
+    """
+    alpha = check_alpha(alpha)
+    labels, logits = np.asarray(labels).astype(int), np.asarray(logits, np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    s = -log_p[np.arange(len(labels)), labels].mean()
+    r = ((np.asarray(pred_boxes, np.float64) - np.asarray(true_boxes, np.float64)) ** 2).sum(axis=1).mean()
+    return float(multitask_loss(s, r, alpha))

@@ -711,3 +711,67 @@ def plot_pr(curves: dict, title: str = "Precision-recall curve", ax=None):
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# -------------------------------------------------------------- exercise references
+# Notebooks 01, 06 and 11's exercises, for the student versions to fall back on until an
+# exercise is answered (course_lib.exercises.answer_or_reference).
+
+
+def broken_and_fixed(y_true, pred_clean, pred_perturbed) -> tuple:
+    """(broken, fixed) as Python ints: right on clean and wrong when perturbed, and the reverse.
+
+    acc_clean - acc_perturbed = (broken - fixed) / N. Notebook 01, exercise 3.
+    """
+    y_true, pred_clean, pred_perturbed = map(np.asarray, (y_true, pred_clean, pred_perturbed))
+    if not y_true.shape == pred_clean.shape == pred_perturbed.shape:
+        raise ValueError(f"the three label arrays must have one shape; got {y_true.shape}, "
+                         f"{pred_clean.shape}, {pred_perturbed.shape}.")
+    before, after = pred_clean == y_true, pred_perturbed == y_true
+    return int(np.sum(before & ~after)), int(np.sum(~before & after))
+
+
+def rates_from_counts(tp, fn, fp, tn, beta: float = 1.0) -> dict:
+    """Accuracy, precision, recall, specificity and F-beta from the four confusion counts.
+
+    F-beta = (1 + b^2) TP / ((1 + b^2) TP + b^2 FN + FP) (van Rijsbergen 1979). Plain
+    divisions: a zero denominator is the caller's case to avoid. Notebook 06, exercise 1.
+    """
+    b2 = beta**2
+    return {
+        "accuracy": (tp + tn) / (tp + tn + fp + fn),
+        "precision": tp / (tp + fp),
+        "recall": tp / (tp + fn),
+        "specificity": tn / (tn + fp),
+        "fbeta": (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp),
+    }
+
+
+def threshold_for_recall(y_true, scores, target: float) -> float:
+    """The highest threshold t among the scores with recall(scores >= t) >= ``target``.
+
+    With the positives' scores sorted from high to low, t is the score of the
+    ceil(target * P)-th one (at least the first). Notebook 06, exercise 2.
+    """
+    y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=float)
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target is a recall in (0, 1]; got {target!r}.")
+    positives = np.sort(scores[y_true == 1])[::-1]
+    if positives.size == 0:
+        raise ValueError("y_true has no positive example: no recall to reach.")
+    needed = int(np.ceil(target * len(positives) - 1e-12))
+    return float(positives[max(needed, 1) - 1])
+
+
+def top_confusions(cm, k: int = 3) -> list:
+    """The k largest off-diagonal cells of a confusion matrix as (true, predicted, count).
+
+    Largest count first, ties by (true, predicted); cells with count 0 are left out.
+    Notebook 06 (exercise 3) and notebook 11 (exercise 2).
+    """
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square confusion matrix; got shape {cm.shape}.")
+    cells = [(int(i), int(j), int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm))
+             if i != j and cm[i, j] > 0]
+    return sorted(cells, key=lambda c: (-c[2], c[0], c[1]))[:k]

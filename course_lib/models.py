@@ -558,3 +558,67 @@ def compare_models(models, batch_size: int = 1, repeats: int = 10, latency: bool
     if verbose:
         print(table.round(2).to_string())
     return table
+
+
+# ------------------------------------------------------------------ exercise references
+# The functions of notebooks 01 and 03's exercises, for the student versions to fall back
+# on until an exercise is answered (course_lib.exercises.answer_or_reference).
+
+
+def knn_predict(x_train, y_train, x_query, k: int) -> np.ndarray:
+    """k-nearest-neighbour labels (Cover & Hart 1967): int (M,) for queries (M, D).
+
+    Each query gets the most common label among its ``k`` nearest rows of ``x_train``
+    (N, D) in Euclidean distance; tied votes go to the smallest label, as in
+    scikit-learn's ``KNeighborsClassifier``. All squared distances at once from
+    ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2. Notebook 01, exercise 1.
+    """
+    x_train, x_query = np.asarray(x_train, np.float64), np.asarray(x_query, np.float64)
+    y_train = np.asarray(y_train).astype(int)
+    if x_train.ndim != 2 or x_query.ndim != 2 or x_train.shape[1] != x_query.shape[1] or len(y_train) != len(x_train):
+        raise ValueError(f"x_train (N, D), y_train (N,) and x_query (M, D) must agree; got {x_train.shape}, "
+                         f"{y_train.shape}, {x_query.shape}.")
+    k = check_positive_int(k, "k")
+    d2 = (x_query**2).sum(1)[:, None] - 2.0 * x_query @ x_train.T + (x_train**2).sum(1)[None, :]
+    nearest = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    votes = np.zeros((len(x_query), int(y_train.max()) + 1), int)
+    np.add.at(votes, (np.arange(len(x_query))[:, None], y_train[nearest]), 1)
+    return votes.argmax(axis=1)
+
+
+def conv2d_macs(height: int, width: int, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> int:
+    """Multiply-adds of one 'same'-padded Conv2D on one image, biases not counted.
+
+    ceil(H / s) * ceil(W / s) * k * k * (C_in / groups) * C_out: the formula of
+    :func:`layer_flops` without building the layer (He et al. 2016, Table 1's FLOPs).
+    Notebook 03, exercise 1.
+    """
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"groups={groups} must divide c_in={c_in} and c_out={c_out}.")
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    return int(out_h * out_w * kernel * kernel * (c_in // groups) * c_out)
+
+
+def residual_unit(x, filters: int, stride: int = 1):
+    """The basic residual block, :func:`basic_block`, under a fresh name on each call.
+
+    ReLU(F(x) + shortcut(x)) with F = conv3x3(stride)-BN-ReLU-conv3x3-BN and a 1x1
+    conv-BN shortcut when the shape changes (He et al. 2016, Figure 2 and option B).
+    Notebook 03, exercise 2.
+    """
+    return basic_block(x, filters, stride, name=f"residual_unit_{keras.backend.get_uid('residual_unit')}")
+
+
+def channel_shuffle(x, groups: int):
+    """ShuffleNet's channel shuffle on (N, H, W, C) (Zhang et al. 2018; Ma et al. 2018, Fig. 3).
+
+    Reshape the channels to (groups, C / groups), transpose to (C / groups, groups) and
+    flatten back, so the next grouped convolution sees channels from every group.
+    Works on tensors and arrays with ``keras.ops``. Notebook 03, exercise 3.
+    """
+    n, h, w, c = x.shape
+    if c % groups:
+        raise ValueError(f"groups={groups} must divide the {c} channels.")
+    y = keras.ops.reshape(x, (-1, h, w, groups, c // groups))
+    y = keras.ops.transpose(y, (0, 1, 2, 4, 3))
+    return keras.ops.reshape(y, (-1, h, w, c))

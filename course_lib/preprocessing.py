@@ -345,3 +345,40 @@ def train_val_datasets(x_train, y_train, x_val, y_val, augment=None, batch_size:
     train = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, augment=augment, seed=seed)
     val = make_dataset(x_val, y_val, batch_size=batch_size, shuffle=False)
     return train, val
+
+
+# ------------------------------------------------------------------ exercise references
+# Notebook 01's and 02's exercises, for the student versions to fall back on until an
+# exercise is answered (course_lib.exercises.answer_or_reference).
+
+
+def adjust_contrast(images, factor: float) -> np.ndarray:
+    """Contrast change about each image's own per-channel mean, clipped to [0, 1].
+
+    ``clip(m + factor * (x - m), 0, 1)`` with m the mean over the pixels of one image and
+    channel: what ``tf.image.adjust_contrast`` computes, then clipped. ``images`` (N, H, W, C);
+    float32 of the same shape. Notebook 01, exercise 2.
+    """
+    images = check_images(images)
+    mean = images.mean(axis=(1, 2), keepdims=True)
+    return np.clip(mean + factor * (images - mean), 0.0, 1.0).astype(np.float32)
+
+
+def channel_stats(images):
+    """Per-channel mean and population std over all images and pixels: two (C,) float64 arrays.
+
+    The statistics :class:`ChannelStandardizer` fits (ResNet's per-channel
+    standardization, He et al. 2016). Notebook 02, exercise 1.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C); got shape {images.shape}.")
+    return images.mean(axis=(0, 1, 2)), images.std(axis=(0, 1, 2))
+
+
+def standardize(images, mean, std) -> np.ndarray:
+    """(images - mean) / std channel by channel (the last axis), float64, no floor on std.
+
+    Apply the *training* split's :func:`channel_stats` to every split. Notebook 02, exercise 1.
+    """
+    return (np.asarray(images, dtype=np.float64) - mean) / std

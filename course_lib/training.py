@@ -1230,3 +1230,105 @@ class SemiSupervisedGMM:
 
     def predict(self, x):
         return self.predict_proba(x).argmax(axis=1)
+
+
+# ------------------------------------------------------------------ exercise references
+# Notebooks 04, 10 and 11's exercises, for the student versions to fall back on until an
+# exercise is answered (course_lib.exercises.answer_or_reference).
+
+
+def momentum_step(w, v, grad, lr: float, mu: float):
+    """One SGD-with-momentum step, ``(w_new, v_new)``: v' = mu v - lr g, w' = w + v'.
+
+    The classical momentum of Polyak (1964) in the form of Sutskever et al. (2013),
+    eq. 1-2 (what ``keras.optimizers.SGD(momentum=mu)`` does). Notebook 04, exercise 1.
+    """
+    v_new = mu * np.asarray(v) - lr * np.asarray(grad)
+    return np.asarray(w) + v_new, v_new
+
+
+def warmup_cosine(step, peak: float, total: int, warmup: int) -> float:
+    """The learning rate of :class:`WarmupCosine` (decay to 0) at one step, as a Python float.
+
+    Linear warm-up peak * t / w for t < w, then 0.5 peak (1 + cos(pi min(t - w, T - w) / (T - w))).
+    Notebook 04, exercise 2.
+    """
+    return float(WarmupCosine(peak, total, warmup_steps=warmup)(step))
+
+
+def smooth_targets(labels, num_classes: int, eps: float) -> np.ndarray:
+    """Label smoothing in the lecture's form: 1 - eps on the true class, eps / (K - 1) elsewhere.
+
+    :func:`smooth_labels` with ``spread="others"``; float32 (N, K). Notebook 04, exercise 3.
+    """
+    return smooth_labels(labels, num_classes, eps, spread="others")
+
+
+def pick_config(table, monitor: str = "val_accuracy"):
+    """The ``learning_rate`` of the row of ``table`` (a pandas DataFrame) with the best validation score.
+
+    Chosen on ``monitor`` (a validation column, never a test one), first row on ties, as
+    :func:`search` ranks its table. Notebook 04, exercise 4.
+    """
+    if monitor not in table.columns or not str(monitor).startswith("val_"):
+        raise ValueError(f"monitor must be a validation column of the table; got {monitor!r}, columns {list(table.columns)}.")
+    return table.loc[table[monitor].idxmax()]["learning_rate"]
+
+
+def confident_pseudo_labels(probs, tau: float):
+    """``(labels, mask)`` as NumPy: argmax class per row, 1.0 where max p >= tau else 0.0.
+
+    :func:`pseudo_labels` (FixMatch's confidence mask, Sohn et al. 2020, eq. 4) with
+    int64 labels and float64 mask. Notebook 10, exercise 1.
+    """
+    labels, mask = pseudo_labels(np.asarray(probs, np.float32), tau)
+    return np.asarray(labels).astype(np.int64), np.asarray(mask).astype(np.float64)
+
+
+def sharpen_np(p, T: float) -> np.ndarray:
+    """MixMatch's Sharpen(p, T) = p**(1/T) / sum_j p_j**(1/T) row by row, float64 NumPy.
+
+    Berthelot et al. (2019), eq. 7, computed like :func:`sharpen` as softmax(log p / T)
+    so small T cannot overflow. Notebook 10, exercise 2.
+    """
+    p = np.asarray(p, np.float64)
+    if p.ndim != 2 or (p < 0).any():
+        raise ValueError(f"p must be (B, K) probabilities; got shape {p.shape}.")
+    if not T > 0:
+        raise ValueError(f"T must be positive; got {T!r}.")
+    with np.errstate(divide="ignore"):
+        z = np.log(p) / T
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def class_weights(labels, num_classes: int) -> dict:
+    """Balanced class weights {k: n / (K n_k)} for ``model.fit(class_weight=...)``.
+
+    scikit-learn's ``compute_class_weight("balanced")`` (King & Zeng 2001): a class
+    seen half as often weighs twice as much. Every class must occur. Notebook 11, exercise 1.
+    """
+    labels = np.asarray(labels).astype(int)
+    num_classes = check_positive_int(num_classes, "num_classes")
+    counts = np.bincount(labels, minlength=num_classes)
+    if len(counts) > num_classes or (counts == 0).any():
+        raise ValueError(f"labels must cover every class 0..{num_classes - 1} (counts {counts.tolist()}).")
+    return {k: len(labels) / (num_classes * counts[k]) for k in range(num_classes)}
+
+
+#: What a project keeps out of git (notebook 11's .gitignore): data, checkpoints, logs, caches, weights.
+IGNORED_DIRS = ("data", "checkpoints", "logs", "__pycache__", ".ipynb_checkpoints")
+IGNORED_SUFFIXES = (".keras", ".h5", ".ckpt")
+
+
+def should_commit(path) -> bool:
+    """True if a file at ``path`` ('/'-separated, relative) belongs in a project's repository.
+
+    False inside :data:`IGNORED_DIRS` (data and what training writes: checkpoints,
+    logs, caches) and for saved models (:data:`IGNORED_SUFFIXES`); code, notebooks and
+    small results are committed. Notebook 11, exercise 3.
+    """
+    parts = str(path).split("/")
+    if any(part in IGNORED_DIRS for part in parts[:-1]):
+        return False
+    return not parts[-1].lower().endswith(IGNORED_SUFFIXES)

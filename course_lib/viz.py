@@ -124,14 +124,24 @@ def filter_grid(kernel, ncols: int = 8, title: str | None = None, size: float = 
     k = np.asarray(kernel, dtype=np.float32)
     if k.ndim != 4:
         raise ValueError(f"kernel must be a 4-D Conv2D kernel (kh, kw, in, filters); got shape {k.shape}.")
-    k = np.moveaxis(k, -1, 0)  # (filters, kh, kw, in)
-    if k.shape[-1] != 3:
-        k = k.mean(axis=-1)
-    lo = k.reshape(len(k), -1).min(axis=1)
-    hi = k.reshape(len(k), -1).max(axis=1)
-    shape = (-1,) + (1,) * (k.ndim - 1)
-    k = (k - lo.reshape(shape)) / np.maximum(hi - lo, 1e-12).reshape(shape)
-    return show_images(k, ncols=ncols, title=title, size=size)
+    if k.shape[2] != 3:
+        k = k.mean(axis=2)  # (kh, kw, filters): grey
+    return show_images(scale_filters(k).astype(np.float32), ncols=ncols, title=title, size=size)
+
+
+def scale_filters(kernel) -> np.ndarray:
+    """Per-filter min-max scaling of a conv kernel, filters first: (filters, ...) in [0, 1], float64.
+
+    ``kernel`` has the filters on its last axis (Keras' (kh, kw, in, filters)); each
+    filter is mapped to [0, 1] on its own (a constant filter gives 0), which shows its
+    pattern, not its magnitude (Krizhevsky et al. 2012, Fig. 3). Used by
+    :func:`filter_grid`; notebook 08, exercise 1.
+    """
+    k = np.moveaxis(np.asarray(kernel, dtype=np.float64), -1, 0)
+    axes = tuple(range(1, k.ndim))
+    lo = k.min(axis=axes, keepdims=True)
+    span = k.max(axis=axes, keepdims=True) - lo
+    return np.where(span > 0, (k - lo) / np.where(span > 0, span, 1.0), 0.0)
 
 
 def activation_grid(activations, ncols: int = 8, max_maps: int = 32, title: str | None = None, size: float = 1.2):

@@ -213,7 +213,7 @@ def main(argv=None) -> int:
             problems = stale(args.notebooks)
             print("\n".join(problems) or f"everything points at {repository()} and the student versions are up to date")
             return 1 if problems else 0
-        if args.fork:
+        if args.fork is not None:
             print(f"repository: {fork(args.fork)} (pyproject.toml)")
         for path in publish(args.notebooks):
             print(f"wrote {Path(path).relative_to(ROOT)}")

@@ -390,6 +390,18 @@ class DatasetUnavailableError(RuntimeError):
     """An online dataset is not in the cache and could not be downloaded."""
 
 
+def offline_message(name: str, err: BaseException, folder: str) -> str:
+    """The one-line message of :class:`DatasetUnavailableError`: what failed and the three ways out."""
+    reason = " ".join(f"{type(err).__name__}: {err}".split())  # one line, whatever the network error printed
+    reason = reason if len(reason) <= 160 else reason[:157] + "..."
+    return (
+        f"{name} is not in the Keras cache ({folder}) and could not be downloaded ({reason}). "
+        f"Connect to the internet and run the cell again, or copy the files keras.datasets.{name}.load_data() "
+        f"downloads into that folder; offline, {ONLINE[name]}, or run the notebook's small version with "
+        f"course_lib.setup(profile='cpu')."
+    )
+
+
 def keras_cache_dir() -> str:
     """The folder where ``keras.datasets`` caches downloads: ``$KERAS_HOME/datasets`` or ``~/.keras/datasets``."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -457,10 +469,7 @@ def load_online(name: str, cache_dir: str | None = None):
         try:
             (x_tr, y_tr), (x_te, y_te) = _download(name)
         except Exception as err:  # network errors come in many types (URLError, OSError, ...)
-            raise DatasetUnavailableError(
-                f"{name} is not in the Keras cache ({os.path.dirname(paths[0])}) and could not be "
-                f"downloaded ({type(err).__name__}: {err}). Without internet, {ONLINE[name]}."
-            ) from None
+            raise DatasetUnavailableError(offline_message(name, err, os.path.dirname(paths[0]))) from None
 
     def _prep(x, y):
         x = np.asarray(x, np.float32) / 255.0

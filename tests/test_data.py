@@ -167,6 +167,24 @@ def test_online_loader_offline_names_the_alternative(tmp_path, monkeypatch):
     monkeypatch.setattr(kmnist, "get_file", no_network)
     with pytest.raises(data.DatasetUnavailableError, match=r"load_digits\(\)"):
         data.load_online("mnist", cache_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("name", sorted(data.ONLINE))
+def test_offline_error_is_one_actionable_line(tmp_path, monkeypatch, name):
+    def no_network(*args, **kwargs):  # a multi-line, very long error, as urllib can raise
+        raise OSError("URL fetch failure on https://example.invalid/\n  [Errno -3] Temporary failure\n" + "x" * 500)
+
+    monkeypatch.setattr(data, "_download", no_network)
+    with pytest.raises(data.DatasetUnavailableError) as info:
+        data.load_online(name, cache_dir=str(tmp_path))
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 800, message
+    assert str(tmp_path) in message  # where the files were looked for
+    assert "Connect to the internet" in message and "profile='cpu'" in message  # what to do
+    assert data.ONLINE[name] in message  # the offline dataset to use instead
+
+
+def test_online_loader_bad_name():
     with pytest.raises(ValueError, match="unknown online dataset 'imagenet'"):
         data.load_online("imagenet")
 

@@ -66,7 +66,8 @@ STUDENT_INIT_CELL = '''\
 # (in Colab this cell installs it). The public tests below are written to a temporary
 # folder, so the check works whatever you name this notebook, and in Colab.
 import importlib.util, pathlib, subprocess, sys, tempfile
-if "google.colab" in sys.modules and importlib.util.find_spec("otter") is None:
+if importlib.util.find_spec("otter") is None and importlib.util.find_spec("google") is not None \
+        and importlib.util.find_spec("google.colab") is not None:  # in Colab only
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "otter-grader=={otter_major}.*"], check=True)
 PUBLIC_TESTS = {tests}
 _tests_dir = pathlib.Path(tempfile.mkdtemp(prefix="public-tests-"))
@@ -94,10 +95,15 @@ tests, so passing the public ones is necessary, not sufficient.
 
 ## Set up (once)
 
-    python -m pip install -r requirements.txt        # the course (see its README)
-    python -m pip install "otter-grader=={otter_major}.*"       # checks your answers
+    python -m pip install -r requirements.txt        # the course, with the answer checker (Otter-Grader)
 
-In Colab the first code cell of each notebook installs both for you.
+In Colab the first code cells of each notebook install both for you.
+
+## Exercises you have not answered yet
+
+Each exercise is a function with `...` where your code goes. Until you write it, the
+cells after the exercise use course_lib's reference implementation instead and say so
+in one printed line, so the rest of the lab still runs. Your answer is what is graded.
 
 ## Hand in
 

@@ -296,10 +296,10 @@ def test_real_student_version(notebook, tmp_path):
     done = grading.assign(notebook, tmp_path / "dist")
     assert grading.leaked_lines(notebook, done.student) == []
     assert grading.hidden_tests_in(notebook, done.student) == []
-    # Up to its first exercise the student version runs exactly the master's code (which
-    # CI executes with nbval), after the init cell that sets up grader.check. Executing it
-    # costs a notebook's first part each (up to ~100 s CPU), so that is selfcheck's job:
-    # it fails when a cell of the untouched student version errs before the first exercise.
+    # Up to its first exercise the student version runs exactly the master's code, after
+    # the init cell that sets up grader.check. (The committed copy in student/ is executed
+    # whole, unanswered, by the README test command; tests/test_publish.py checks it equals
+    # this generation.)
     student = nbformat.read(str(done.student), as_version=4)
     master = nbformat.read(str(notebook), as_version=4)
     first_question = next(i for i, c in enumerate(master.cells) if c.source.startswith("# BEGIN QUESTION"))

@@ -214,3 +214,40 @@ def test_no_cell_rebinds_an_exercise_function(path):
                 if isinstance(node, ast.FunctionDef):
                     names.add(node.name)
                 assert not names & functions, f"{path.name}, cell {i} rebinds {names & functions} ({name})"
+
+
+# --------------------------------------------------------------------------- bad input to the references
+
+
+def _bad_inputs():
+    from course_lib import explain, localization, metrics, models, preprocessing, training
+
+    pd = pytest.importorskip("pandas")
+    z = np.zeros
+    return [
+        (models.knn_predict, (z((5, 2)), z(5, int), z((3, 4)), 1), "must agree"),
+        (models.knn_predict, (z((5, 2)), z(5, int), z((3, 2)), 0), "k"),
+        (models.conv2d_macs, (8, 8, 6, 4, 3, 1, 4), "groups=4 must divide"),
+        (models.channel_shuffle, (z((1, 2, 2, 6), "float32"), 4), "must divide the 6 channels"),
+        (preprocessing.channel_stats, (z((4, 4, 3)),), r"\(N, H, W, C\)"),
+        (training.pick_config, (pd.DataFrame({"learning_rate": [0.1], "test_accuracy": [0.9]}),), "validation column"),
+        (training.sharpen_np, (z(3), 0.5), r"\(B, K\)"),
+        (training.sharpen_np, (np.full((1, 2), 0.5), 0.0), "T must be positive"),
+        (training.class_weights, (np.array([0, 0, 2]), 3), "cover every class"),
+        (metrics.broken_and_fixed, (z(3), z(3), z(4)), "one shape"),
+        (metrics.threshold_for_recall, (np.array([1, 0]), np.array([0.3, 0.1]), 1.5), r"recall in \(0, 1\]"),
+        (metrics.threshold_for_recall, (np.array([0, 0]), np.array([0.3, 0.1]), 0.5), "no positive"),
+        (metrics.top_confusions, (z((2, 3)), 2), "square"),
+        (localization.multitask_loss_np, (np.array([0]), z((1, 2)), z((1, 4)), z((1, 4)), 1.0), "strictly between"),
+        (explain.cam_weighted_sum, (z((4, 4, 3)), z((2, 5)), 0), r"\(K, classes\)"),
+        (explain.grad_cam_map, (z((4, 4, 3)), z((4, 4, 2))), r"\(h, w, K\)"),
+        (explain.map_to_box, (z((2, 4, 4)),), r"one \(H, W\) map"),
+        (explain.rise_estimate, (z(3), z((4, 5, 5)), 0.5), "one score per mask"),
+        (explain.anisotropic_tv, (z(5),), "2-D map"),
+    ]
+
+
+def test_references_reject_bad_input():
+    for fn, args, message in _bad_inputs():
+        with pytest.raises(ValueError, match=message):
+            fn(*args)

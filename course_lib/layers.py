@@ -131,7 +131,10 @@ class BatchNorm(keras.layers.Layer):
     ``momentum * moving + (1 - momentum) * batch``. Inference: normalize with the
     moving averages. ``gamma`` (ones) and ``beta`` (zeros) are learned. Defaults
     (momentum 0.99, epsilon 1e-3) and variable order match
-    ``keras.layers.BatchNormalization``, so ``set_weights`` works both ways.
+    ``keras.layers.BatchNormalization``, so ``set_weights`` works both ways. Under a
+    mixed-precision policy (``"mixed_float16"``) the four variables and the batch
+    statistics stay float32 and only the output takes the compute dtype (float16), as in
+    Keras: a running variance of 7e4 would be inf in float16 (its largest value is 65504).
     """
 
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs):
@@ -146,13 +149,20 @@ class BatchNorm(keras.layers.Layer):
         c = input_shape[-1]
         if c is None:
             raise ValueError("BatchNorm needs a known number of channels (last axis of the input).")
-        self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
-        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", name="moving_mean", trainable=False)
+        # autocast=False: under a mixed-precision policy ("mixed_float16") the variables stay
+        # float32 when read in call(), as in keras.layers.BatchNormalization.
+        self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma", autocast=False)
+        self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta", autocast=False)
+        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", name="moving_mean", trainable=False,
+                                           autocast=False)
         self.moving_variance = self.add_weight(shape=(c,), initializer="ones", name="moving_variance",
-                                               trainable=False)
+                                               trainable=False, autocast=False)
 
     def call(self, x, training=None):
+        # Statistics in float32 whatever the input: float16 overflows past 65504 (a variance
+        # of 7e4 would read back as inf), so half inputs are upcast and the output cast back
+        # to the layer's compute dtype, as keras.layers.BatchNormalization does.
+        x = ops.cast(x, "float32")
         if training and self.trainable:
             axes = list(range(len(x.shape) - 1))
             mean = ops.mean(x, axis=axes)
@@ -161,7 +171,8 @@ class BatchNorm(keras.layers.Layer):
             self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * var)
         else:
             mean, var = self.moving_mean, self.moving_variance
-        return self.gamma * (x - mean) * ops.rsqrt(var + self.epsilon) + self.beta
+        y = self.gamma * (x - mean) * ops.rsqrt(var + self.epsilon) + self.beta
+        return ops.cast(y, self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}

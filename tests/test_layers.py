@@ -108,6 +108,36 @@ def test_bn_layer_matches_keras_in_both_modes_and_moving_averages(shape):
     assert not np.allclose(ours(x, training=True), ours(x, training=False), atol=1e-3)  # the modes differ
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_bn_layer_matches_keras_under_both_precision_policies(policy):
+    """Issue 16, kind 4: statistics stay float32. A variance of ~7e4 (std 265) is inf in float16.
+
+    Inputs are float16-representable (x = 265 z rounded to float16) so both layers see the
+    same numbers; outputs are compared in float16's precision (3 decimal digits: rtol 1e-2).
+    """
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        ours, ref = _twin_models((6, 6, 4), momentum=0.5)
+        for layer in ours.layers[1:] + ref.layers[1:]:
+            assert layer.compute_dtype == ("float16" if policy == "mixed_float16" else "float32")
+        rng = np.random.default_rng(7)
+        for _ in range(3):
+            x = (265.0 * rng.normal(size=(8, 6, 6, 4))).astype("float16").astype("float32")
+            a, b = ours(x, training=True), ref(x, training=True)
+            assert a.dtype == b.dtype
+            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-2, atol=1e-2)
+        for w_ours, w_ref in zip(ours.get_weights(), ref.get_weights()):
+            assert w_ours.dtype == w_ref.dtype == np.float32
+            np.testing.assert_allclose(w_ours, w_ref, rtol=1e-4)
+        assert ours.get_weights()[3].max() > 3e4  # the running variance is large and finite
+        x = (265.0 * rng.normal(size=(8, 6, 6, 4))).astype("float16").astype("float32")
+        a = np.asarray(ours(x, training=False), np.float32)
+        assert np.isfinite(a).all() and a.std() > 0.1
+        np.testing.assert_allclose(a, np.asarray(ref(x, training=False), np.float32), rtol=1e-2, atol=1e-2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_bn_layer_trains_like_keras_in_fit():
     def build(bn):
         inp = keras.Input((8,))

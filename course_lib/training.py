@@ -656,8 +656,10 @@ def imagenet_mobilenet_v2(input_shape=(96, 96, 3), alpha: float = 0.35, allow_do
     try:
         base = _build_imagenet_mobilenet_v2(input_shape, alpha)
     except Exception as err:  # no network shows as URLError, OSError, ConnectionError, ...
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]  # one line, whatever the error printed
         raise PretrainedWeightsUnavailable(
-            f"could not load the ImageNet weights for MobileNetV2 ({type(err).__name__}: {err}). "
+            f"could not load the ImageNet weights for MobileNetV2 ({reason}). Connect to the internet and run "
+            f"again (Keras caches them in {os.path.dirname(_imagenet_weights_file(alpha, input_shape[0]))}). "
             f"{OFFLINE_BACKBONE_HINT}") from None
     inputs = keras.Input(input_shape)
     x = keras.layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(inputs)

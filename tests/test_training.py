@@ -385,11 +385,12 @@ def test_imagenet_weights_never_download_silently(monkeypatch, tmp_path):
         training.imagenet_mobilenet_v2((96, 96, 3), alpha=0.35, allow_download=False)
 
     def offline(*args):
-        raise OSError("network is unreachable")
+        raise OSError("network is unreachable\n  [Errno 101] (a second line)")
 
     monkeypatch.setattr(training, "_build_imagenet_mobilenet_v2", offline)
-    with pytest.raises(training.PretrainedWeightsUnavailable, match="OSError: network is unreachable.*Offline"):
+    with pytest.raises(training.PretrainedWeightsUnavailable, match="OSError: network is unreachable.*Offline") as info:
         training.imagenet_mobilenet_v2((96, 96, 3), alpha=0.35)
+    assert "\n" not in str(info.value) and "Connect to the internet" in str(info.value)  # one line, says what to do
     with pytest.raises(ValueError, match="alpha in"):
         training.imagenet_mobilenet_v2((96, 96, 3), alpha=0.3)
     with pytest.raises(ValueError, match="Resize the images"):

@@ -386,6 +386,15 @@ ONLINE = {
 }
 
 
+#: Class names of the online datasets, in label order.
+ONLINE_CLASS_NAMES = {
+    "mnist": tuple(str(i) for i in range(10)),
+    "fashion_mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                      "ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+
 class DatasetUnavailableError(RuntimeError):
     """An online dataset is not in the cache and could not be downloaded."""
 

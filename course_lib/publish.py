@@ -23,7 +23,6 @@ Used by: the instructors (README, "For instructors"), ``tests/test_publish.py``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 import tempfile
@@ -92,9 +91,9 @@ def colab_url(repo: str, path: str) -> str:
 
 
 def _stable_ids(nb) -> None:
-    """Cell ids from position and content, so that regenerating gives the same file."""
+    """Cell ids "0", "1", ... (as nbstripout writes them), so that regenerating gives the same file."""
     for i, cell in enumerate(nb.cells):
-        cell["id"] = f"c{i:03d}-" + hashlib.sha1(cell.source.encode("utf-8")).hexdigest()[:8]
+        cell["id"] = str(i)
 
 
 def badge(repo: str, path: str) -> str:

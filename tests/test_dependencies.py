@@ -10,9 +10,13 @@ third-party module to its distribution with ``importlib.metadata.packages_distri
 import ast
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: tomli, declared for it in pyproject.toml
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # Imported only inside strings that course_lib writes into notebooks or worker files, or

@@ -24,8 +24,12 @@ Sections (in this order):
    et al. 2018), :func:`deletion_insertion`; :func:`sanity_check` (Adebayo et al. 2018).
 
 Conventions: images are float32 in [0, 1], (N, H, W, C); models output logits (a final
-softmax is stripped, so the explained score is always the pre-softmax logit S_c).
-Every map is returned as a float32 NumPy array. Used in notebooks 07, 08, 09 and 11.
+softmax or sigmoid is stripped in any spelling, so the explained score is always the
+logit S_c; an output activation whose logit cannot be recovered raises a ValueError).
+A model with several outputs is explained one output at a time (``output=`` name or
+index); models with several inputs are refused. Every map is returned as a float32 NumPy
+array, also for a model built under the ``mixed_float16`` policy. Used in notebooks 07,
+08, 09 and 11.
 """
 
 from __future__ import annotations
@@ -75,10 +79,116 @@ def _is_relu(op) -> bool:
     return isinstance(op, keras.layers.ReLU) or _activation_name(op) in RELU_NAMES
 
 
+# --- the explained score is the logit, whatever the output activation is called.
+# Every spelling resolves to one of these function names: "softmax" (a string,
+# keras.activations, keras.ops), "softmax_v2" (tf.nn.softmax, tf.math.softmax), their
+# log_softmax twins (log-probabilities differ from the logits by a constant per image),
+# and "sigmoid" (string, keras.activations, keras.ops, tf.nn, tf.math).
+SOFTMAX_NAMES = ("softmax", "softmax_v2", "log_softmax", "log_softmax_v2")
+SIGMOID_NAMES = ("sigmoid",)
+# keras.ops.softmax / log_softmax / sigmoid called on a KerasTensor add these operations to a functional graph.
+_SQUASH_OPS = {"Softmax": "softmax", "LogSoftmax": "softmax", "Sigmoid": "sigmoid"}
+# Layers that only move values around: a squash before them is still the model's last non-linearity.
+_SHAPE_ONLY = (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout, keras.layers.SpatialDropout1D,
+               keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D, keras.layers.GaussianNoise,
+               keras.layers.GaussianDropout, keras.layers.AlphaDropout, keras.layers.Identity,
+               keras.layers.ActivityRegularization)
+_POOLS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling1D,
+          keras.layers.GlobalMaxPooling2D, keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)
+
+
+def _squash_kind(op):
+    """"softmax", "sigmoid" or None (no squashing output activation) for one operation.
+
+    Raises a ValueError for an activation that looks like a squash but cannot be
+    recognised (hard_sigmoid, a lambda, a softmax over another axis): its logit is unknown.
+    """
+    axis = None
+    if isinstance(op, keras.layers.Softmax):
+        kind, axis = "softmax", op.axis
+    elif not isinstance(op, keras.layers.Layer) and type(op).__name__ in _SQUASH_OPS:
+        kind, axis = _SQUASH_OPS[type(op).__name__], getattr(op, "axis", -1)
+    else:
+        act = getattr(op, "activation", None)
+        if not callable(act):
+            return None
+        name = getattr(act, "__name__", type(act).__name__)
+        if name in SOFTMAX_NAMES:
+            return "softmax"
+        if name in SIGMOID_NAMES:
+            return "sigmoid"
+        if "softmax" in name or "sigmoid" in name or "lambda" in name:
+            raise ValueError(f"the model's output layer {op.name!r} ends in the activation {name!r}, whose logit "
+                             "course_lib.explain cannot recover; build the output layer without it (logits, "
+                             "activation=None) or with 'softmax' / 'sigmoid'.")
+        return None
+    if axis not in (-1, None) and (not isinstance(axis, int) or axis != len(op.output.shape) - 1):
+        raise ValueError(f"the model's output {op.name!r} is a softmax over axis {axis}, not the class axis (-1); "
+                         "course_lib.explain cannot strip it. Output logits (N, classes) instead.")
+    return kind
+
+
 def _is_softmax(op) -> bool:
-    return isinstance(op, keras.layers.Softmax) or (
-        isinstance(op, keras.layers.Activation) and _activation_name(op) == "softmax"
-    )
+    """True for a squash that is an operation of its own (Softmax, Activation('softmax' / 'sigmoid'), keras.ops)."""
+    return (isinstance(op, (keras.layers.Softmax, keras.layers.Activation))
+            or (not isinstance(op, keras.layers.Layer) and type(op).__name__ in _SQUASH_OPS))
+
+
+def _producer(tensor):
+    """(operation, the tensor feeding it or None) for a symbolic tensor of a functional model."""
+    op, node_index, _ = tensor._keras_history
+    inputs = op._inbound_nodes[node_index].input_tensors if getattr(op, "_inbound_nodes", None) else []
+    return op, (inputs[0] if len(inputs) == 1 else None)
+
+
+def _check_functional(model):
+    if not isinstance(model, keras.Sequential) and (
+            not hasattr(model, "_run_through_graph") or not getattr(model, "outputs", None)):
+        raise ValueError(
+            f"model {model.name!r} is a subclassed Model; course_lib.explain needs a functional or "
+            "Sequential model (build it with keras.Input and layers, as in the course notebooks)."
+        )
+
+
+def _find_tail(model):
+    """The output's tail: ``(ids of the ops from the output back to its squash, "softmax" | "sigmoid" | None)``.
+
+    From the output, walk back over shape-only layers (Flatten, Reshape, Dropout, ...)
+    to the first layer that computes; that layer's softmax or sigmoid, if any, is
+    skipped by :func:`_run` (a nested model there is searched the same way). A squash
+    *before* a pooling layer (softmax, then global average pooling) has no logit to
+    recover and raises a ValueError.
+    """
+    if isinstance(model, keras.Sequential):
+        chain = []
+        for layer in reversed(model.layers):
+            chain.append(layer)
+            if not isinstance(layer, _SHAPE_ONLY):
+                break
+        before = None
+        if len(chain) < len(model.layers):
+            before = model.layers[len(model.layers) - len(chain) - 1]
+    else:
+        chain, tensor = [], model.outputs[0]
+        while True:
+            op, tensor = _producer(tensor)
+            chain.append(op)
+            if not isinstance(op, _SHAPE_ONLY) or tensor is None:
+                break
+        before = _producer(tensor)[0] if tensor is not None and hasattr(tensor, "_keras_history") else None
+    head = chain[-1]
+    kind = _tail(head)[1] if _is_model(head) else _squash_kind(head)
+    if kind is None and isinstance(head, _POOLS) and before is not None and not _is_model(before):
+        hidden = _squash_kind(before)
+        if hidden is not None:
+            raise ValueError(f"layer {before.name!r} applies a {hidden} before the pooling {head.name!r}: the "
+                             "model's output is a pooled probability with no logit to explain. Pool first, then "
+                             "output logits (e.g. GlobalAveragePooling2D, then Dense(classes)).")
+    return {id(op) for op in chain}, kind
+
+
+def _tail(model):
+    return _cached(model, ("tail",), lambda: _find_tail(model))
 
 
 @tf.custom_gradient
@@ -92,15 +202,21 @@ def _guided_identity(x):
 
 
 def _call_layer(op, args, kwargs, strip_softmax):
-    """Call one leaf layer in inference mode; at the model's output, return the pre-softmax logits."""
-    if strip_softmax and _is_softmax(op):
-        return args[0]
-    if strip_softmax and _activation_name(op) == "softmax":
-        if not isinstance(op, keras.layers.Dense):
-            raise ValueError(f"layer {op.name!r} ends in a softmax that course_lib.explain cannot strip; "
-                             "build the model with a separate Activation('softmax') or output logits.")
-        out = tf.matmul(args[0], op.kernel)
-        return out + op.bias if op.bias is not None else out
+    """Call one leaf layer in inference mode; in the output's tail, return the logits before a softmax / sigmoid.
+
+    A squash that is its own operation is skipped; a squash inside a layer (Dense, Conv2D,
+    ... with ``activation=``) is left out by calling the layer once with a linear
+    activation, so the layer computes its logits in its own dtype (mixed precision too).
+    """
+    if strip_softmax and _squash_kind(op) is not None:
+        if _is_softmax(op):
+            return args[0]
+        saved = op.activation
+        op.activation = keras.activations.linear
+        try:
+            return _call_layer(op, args, kwargs, False)
+        finally:
+            op.activation = saved
     if getattr(op, "_call_has_training_arg", False):
         kwargs = dict(kwargs, training=False)
     return op(*args, **kwargs)
@@ -117,24 +233,22 @@ def _run(model, x, hook, is_top=True):
 
     ``hook(op, args, output)`` is called after every operation and returns the output to
     use downstream (so it can record a feature map or wrap it for guided gradients).
-    With ``is_top`` a softmax producing the model's output is skipped: the result is logits.
+    With ``is_top`` a softmax or sigmoid producing the model's output is skipped (see
+    :func:`_find_tail`): the result is logits, cast to float32 (a mixed_float16 model
+    computes them in float16).
     """
+    _check_functional(model)
+    tail = _tail(model)[0] if is_top else set()
     if isinstance(model, keras.Sequential):
-        layers = model.layers
-        for i, layer in enumerate(layers):
-            x = _apply(layer, (x,), {}, hook, is_top and i == len(layers) - 1)
-        return x
-    if not hasattr(model, "_run_through_graph") or not getattr(model, "outputs", None):
-        raise ValueError(
-            f"model {model.name!r} is a subclassed Model; course_lib.explain needs a functional or "
-            "Sequential model (build it with keras.Input and layers, as in the course notebooks)."
-        )
-    out_op = model.outputs[0]._keras_history[0]
+        for layer in model.layers:
+            x = _apply(layer, (x,), {}, hook, id(layer) in tail)
+        out = x
+    else:
+        def operation_fn(op):
+            return lambda *args, **kwargs: _apply(op, args, kwargs, hook, id(op) in tail)
 
-    def operation_fn(op):
-        return lambda *args, **kwargs: _apply(op, args, kwargs, hook, is_top and op is out_op)
-
-    return model._run_through_graph(x, operation_fn=operation_fn)
+        out = model._run_through_graph(x, operation_fn=operation_fn)
+    return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), out) if is_top else out
 
 
 def _all_layers(model):
@@ -153,6 +267,7 @@ class _Graph:
         self._keep = []  # keep tensors alive so that their id() stays unique
 
         def hook(op, args, out):
+            self.last = out
             self.ops.append(op)
             self.outputs[id(op)] = out
             self.inputs_of[id(op)] = args
@@ -160,12 +275,18 @@ class _Graph:
             self._keep.extend([out, *args])
             return out
 
-        logits = _run(model, tf.constant(image[None]), hook)
-        if len(logits.shape) != 2:
-            raise ValueError(f"the model must output class scores of shape (N, classes); got {tuple(logits.shape)}. "
-                             "Explain a classifier, or add a head with GlobalAveragePooling2D and Dense.")
-        self.logits = logits
-        self.n_classes = int(logits.shape[-1])
+        try:  # an output activation with no recoverable logit only matters to the class-score methods
+            self.squash, self.error = _tail(model)[1], None
+        except ValueError as error:
+            self.squash, self.error = None, error
+        out = _run(model, tf.constant(image[None]), hook, is_top=self.error is None)
+        self.producer.setdefault(id(out), self.producer.get(id(self.last)))  # logits cast from float16
+        self._keep.append(out)
+        # Several outputs, or not (N, classes): fine for layer activations; the methods that
+        # explain a class score check it in _graph(scores=True) after _select_output.
+        self.logits = out if tf.is_tensor(out) and len(out.shape) == 2 else None
+        self.output_shapes = [tuple(t.shape) for t in tf.nest.flatten(out)]
+        self.n_classes = None if self.logits is None else int(out.shape[-1])
 
     def shape(self, op):
         return tuple(self.outputs[id(op)].shape)
@@ -188,7 +309,7 @@ class _Graph:
 
 def feature_map_layers(model, images) -> list:
     """Names of the layers (nested ones included) whose output is a 4-D feature map, in order."""
-    graph = _graph(model, check_images(images))
+    graph = _graph(model, check_images(images), scores=False)
     return [op.name for op in graph.maps()]
 
 
@@ -217,11 +338,66 @@ def _cached(model, key, build):
     return per_model[key]
 
 
-def _graph(model, images) -> _Graph:
+def _check_model(model):
+    """A built keras.Model with one image input, or a ValueError that says what to do."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a keras.Model (functional or Sequential); got {type(model).__name__}.")
     if not model.built:
         raise ValueError(f"model {model.name!r} is not built; give it a keras.Input or call it on a batch first.")
+    _check_functional(model)
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) > 1:
+        listing = ", ".join(f"{t.name!r} {tuple(t.shape)}" for t in inputs)
+        raise ValueError(f"model {model.name!r} has {len(inputs)} inputs ({listing}); course_lib.explain explains "
+                         "models of one image input. Build a one-input model around it that supplies the other "
+                         "inputs (e.g. keras.Model(image, model([image, other_from_image]))), then explain that.")
+
+
+def _output_names(model) -> list:
+    """The names of a functional model's outputs, in the order of ``model.outputs``."""
+    try:
+        names = list(model.output_names)
+    except (AttributeError, TypeError):
+        names = []
+    if len(names) != len(model.outputs):
+        names = [t._keras_history[0].name for t in model.outputs]
+    return names
+
+
+def _select_output(model, output=None):
+    """The model whose single output is explained: ``model`` itself, or a view of one of its outputs.
+
+    ``output``: None (only for a model with one output), an output name (for a dict of
+    outputs, its key) or an index into ``model.outputs``. A model with several outputs
+    and ``output=None`` raises a ValueError that lists them. The view
+    ``keras.Model(model.inputs, model.outputs[i])`` shares the layers and weights; it is
+    built once per model and output.
+    """
+    _check_model(model)
+    outputs = [] if isinstance(model, keras.Sequential) else (getattr(model, "outputs", None) or [])
+    names = _output_names(model) if outputs else [model.name]
+    listing = ", ".join(f"{i}: {n!r} {tuple(t.shape)}" for i, (n, t) in enumerate(zip(names, outputs)))
+    if len(outputs) <= 1:
+        if output is not None and output != 0 and output not in names:
+            raise ValueError(f"model {model.name!r} has one output ({names[0]!r}); leave output=None.")
+        return model
+    if output is None:
+        raise ValueError(f"model {model.name!r} has {len(outputs)} outputs ({listing}); choose the class scores to "
+                         f"explain with output=<name or index>, e.g. output={names[0]!r}.")
+    if isinstance(output, str) and output in names:
+        index = names.index(output)
+    elif isinstance(output, (int, np.integer)) and not isinstance(output, bool) and 0 <= output < len(outputs):
+        index = int(output)
+    else:
+        raise ValueError(f"output must name or index one of the {len(outputs)} outputs of model {model.name!r} "
+                         f"({listing}); got {output!r}.")
+    return _cached(model, ("output", index),
+                   lambda: keras.Model(model.inputs, model.outputs[index], name=f"{model.name}_{names[index]}"))
+
+
+def _graph(model, images, scores=True) -> _Graph:
+    """The model's :class:`_Graph` for this image size; with ``scores``, check it outputs (N, classes)."""
+    _check_model(model)
     expected = None
     try:
         expected = tuple(model.inputs[0].shape[1:])
@@ -232,7 +408,15 @@ def _graph(model, images) -> _Graph:
     ):
         raise ValueError(f"images have shape {images.shape[1:]} per image but the model expects {expected}; "
                          "resize the images or explain a model built for this size.")
-    return _cached(model, ("graph", images.shape[1:]), lambda: _Graph(model, images[0]))
+    graph = _cached(model, ("graph", images.shape[1:]), lambda: _Graph(model, images[0]))
+    if scores and graph.error is not None:
+        raise graph.error
+    if scores and graph.logits is None:
+        if len(graph.output_shapes) > 1:
+            _select_output(model)  # raises the ValueError that lists the outputs
+        raise ValueError(f"the model must output class scores of shape (N, classes); got {graph.output_shapes[0]}. "
+                         "Explain a classifier, or add a head with GlobalAveragePooling2D and Dense.")
+    return graph
 
 
 def _resolve_layer(model, graph, layer):
@@ -360,7 +544,7 @@ def _gradient_map(kind, model, images, class_index, layer, upsample, batch_size)
     return _in_batches(fn, images, classes, batch_size)
 
 
-def grad_cam(model, images, class_index=None, layer=None, upsample=True, batch_size=64):
+def grad_cam(model, images, class_index=None, layer=None, upsample=True, batch_size=64, output=None):
     """Grad-CAM maps L_c = ReLU(sum_k alpha_k^c A^k), float32 (N, H, W), or (N, h, w) with upsample=False.
 
     Selvaraju et al., "Grad-CAM", ICCV 2017, eq. 1 (alpha = global-average-pooled
@@ -372,11 +556,21 @@ def grad_cam(model, images, class_index=None, layer=None, upsample=True, batch_s
     inside a nested backbone too) or a layer name, also of a nested sub-model. Upsampling
     is bilinear. Works for functional, Sequential and nested models; the model is not
     changed. Batched: each image's map equals its map computed alone. Used in notebook 07.
+
+    The explained score S_c is the logit: a final softmax or sigmoid is left out in every
+    spelling (a string, ``keras.activations``, ``keras.ops``, ``tf.nn``, an ``Activation``
+    or ``Softmax`` layer, ``activation=`` of a Dense or Conv layer, the end of a nested
+    head); an output activation whose logit cannot be recovered raises a ValueError.
+    ``output``: for a model with several outputs (e.g. ``localization.multitask_model``'s
+    ``"class"`` and ``"box"``), the one to explain, by name or index; None raises a
+    ValueError listing them. Models with several inputs raise a ValueError. Under
+    ``mixed_float16`` the maps are float32 too.
     """
+    model = _select_output(model, output)
     return _gradient_map("grad_cam", model, images, class_index, layer, upsample, batch_size)[0]
 
 
-def grad_cam_plus_plus(model, images, class_index=None, layer=None, upsample=True, batch_size=64):
+def grad_cam_plus_plus(model, images, class_index=None, layer=None, upsample=True, batch_size=64, output=None):
     """Grad-CAM++ maps ReLU(sum_k w_k^c A^k), float32 (N, H, W), or (N, h, w) with upsample=False.
 
     Chattopadhay et al., "Grad-CAM++", WACV 2018: pixel-wise weights alpha from eq. 19
@@ -385,6 +579,7 @@ def grad_cam_plus_plus(model, images, class_index=None, layer=None, upsample=Tru
     deviation (a positive factor exp(S_c) left out). Same arguments as :func:`grad_cam`.
     Used in notebook 07 (two instances of a digit).
     """
+    model = _select_output(model, output)
     return _gradient_map("grad_cam_plus_plus", model, images, class_index, layer, upsample, batch_size)[0]
 
 
@@ -424,7 +619,7 @@ def _build_cam(model, target, dense, shape, upsample):
     return fn
 
 
-def cam(model, images, class_index=None, layer=None, upsample=True, batch_size=64):
+def cam(model, images, class_index=None, layer=None, upsample=True, batch_size=64, output=None):
     """Class activation maps M_c(x, y) = sum_k w_k^c f_k(x, y), float32 (N, H, W) or (N, h, w).
 
     Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016,
@@ -432,8 +627,9 @@ def cam(model, images, class_index=None, layer=None, upsample=True, batch_size=6
     weights of the Dense layer after it (bias left out). The raw map, which may be
     negative: S_c = (1/Z) sum_xy M_c(x, y) + b_c. Only for GAP -> Dense heads; any other
     head raises a ValueError pointing to :func:`grad_cam`. Same arguments as
-    :func:`grad_cam`. Used in notebook 07.
+    :func:`grad_cam` (``output`` too). Used in notebook 07.
     """
+    model = _select_output(model, output)
     images = check_images(images)
     graph = _graph(model, images)
     target = _resolve_layer(model, graph, layer)
@@ -475,17 +671,18 @@ def _input_gradient(model, images, class_index, guided, batch_size):
     return _in_batches(fn, images, classes, batch_size)
 
 
-def saliency(model, images, class_index=None, batch_size=64):
+def saliency(model, images, class_index=None, batch_size=64, output=None):
     """The plain gradient dS_c/dx of the class logit w.r.t. the input, float32 (N, H, W, C).
 
     Simonyan, Vedaldi and Zisserman, "Deep Inside Convolutional Networks", ICLR 2014
     workshop, Sec. 3 (they show its absolute value, max over channels). Used in notebook 07
-    as the baseline guided backprop is compared with.
+    as the baseline guided backprop is compared with. ``output`` as in :func:`grad_cam`.
     """
+    model = _select_output(model, output)
     return _input_gradient(model, images, class_index, False, batch_size)[0]
 
 
-def guided_backprop(model, images, class_index=None, batch_size=64):
+def guided_backprop(model, images, class_index=None, batch_size=64, output=None):
     """Guided backpropagation of the class logit to the input, float32 (N, H, W, C).
 
     Springenberg et al., "Striving for Simplicity", ICLR 2015 workshop, Fig. 1: at every
@@ -493,18 +690,21 @@ def guided_backprop(model, images, class_index=None, batch_size=64):
     *and* the gradient is positive. Applied after every ReLU form (activation='relu' or
     'relu6' in any layer, Activation('relu'), ReLU(), ReLU(max_value=6)), inside nested
     models too, without changing the model: the interpreter wraps each ReLU's output in an
-    identity whose gradient is clipped at zero. Used in notebook 07.
+    identity whose gradient is clipped at zero. ``output`` as in :func:`grad_cam`. Used in notebook 07.
     """
+    model = _select_output(model, output)
     return _input_gradient(model, images, class_index, True, batch_size)[0]
 
 
-def guided_grad_cam(model, images, class_index=None, layer=None, batch_size=64):
+def guided_grad_cam(model, images, class_index=None, layer=None, batch_size=64, output=None):
     """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM map, float32 (N, H, W, C).
 
     Selvaraju et al. (2017), Sec. 3.1 "Guided Grad-CAM": the pointwise product gives a
     high-resolution and class-discriminative map. Both parts explain the same class
-    (the top class of each image when ``class_index`` is None). Used in notebook 07.
+    (the top class of each image when ``class_index`` is None). ``output`` as in
+    :func:`grad_cam`. Used in notebook 07.
     """
+    model = _select_output(model, output)
     images = check_images(images)
     gb, classes, _ = _input_gradient(model, images, class_index, True, batch_size)
     maps = grad_cam(model, images, classes, layer=layer, upsample=True, batch_size=batch_size)
@@ -531,15 +731,17 @@ def _starts(size, patch, stride):
     return starts
 
 
-def occlusion(model, images, class_index=None, patch=8, stride=4, fill=0.5, batch_size=256):
+def occlusion(model, images, class_index=None, patch=8, stride=4, fill=0.5, batch_size=256, output=None):
     """Occlusion sensitivity: the drop of the class logit when a grey square hides each place.
 
     Zeiler and Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014,
     Sec. 4.2: slide a ``patch`` x ``patch`` square of value ``fill`` with step ``stride``;
     each pixel gets the mean of S_c(x) - S_c(x occluded) over the squares covering it
     (positive: evidence for the class). Returns float32 (N, H, W). All occluded copies of
-    an image go through the model in batches of ``batch_size``. Used in notebook 07.
+    an image go through the model in batches of ``batch_size``. ``output`` as in
+    :func:`grad_cam`. Used in notebook 07.
     """
+    model = _select_output(model, output)
     images = check_images(images)
     graph = _graph(model, images)
     classes = _check_classes(class_index, len(images), graph.n_classes)
@@ -681,7 +883,7 @@ METHODS = {"cam": cam, "grad_cam": grad_cam, "grad_cam_plus_plus": grad_cam_plus
 
 
 def localization_accuracy(model, images, labels, boxes, method="grad_cam", threshold=0.2, iou_threshold=0.5,
-                          layer=None, batch_size=64) -> dict:
+                          layer=None, batch_size=64, output=None) -> dict:
     """Weakly supervised localization scores, the CAM paper's protocol (Zhou et al. 2016, Sec. 3).
 
     For each image: the map of the true class by ``method`` ("cam", "grad_cam",
@@ -690,8 +892,9 @@ def localization_accuracy(model, images, labels, boxes, method="grad_cam", thres
     ``classification_accuracy``; ``localization_accuracy`` (top-1: class right *and*
     IoU >= ``iou_threshold``, the complement of the paper's top-1 localization error);
     ``gt_known_localization_accuracy`` (IoU >= ``iou_threshold`` whatever the prediction);
-    ``mean_iou``; and ``iou`` (N,). Used in notebook 07.
+    ``mean_iou``; and ``iou`` (N,). ``output`` as in :func:`grad_cam`. Used in notebook 07.
     """
+    model = _select_output(model, output)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
     images = check_images(images)
@@ -764,7 +967,7 @@ def _build_activations(model, target, shape):
     @tf.function(input_signature=_spec(shape)[:1])
     def fn(images):
         record, hook = _recorder(target_ref())
-        _run(model_ref(), images, hook)
+        _run(model_ref(), images, hook, is_top=False)  # the layer's output as computed: nothing stripped
         return record["A"]
 
     return fn
@@ -774,10 +977,10 @@ def layer_activations(model, images, layer: str, batch_size: int = 256) -> np.nd
     """Return the output of ``layer`` (a 4-D feature map, nested models included) for ``images``.
 
     A float32 array (N, h, w, C), computed by one compiled function per model and layer.
-    Used in notebook 08.
+    Works on models with several outputs (the whole model runs). Used in notebook 08.
     """
     images = check_images(images)
-    graph = _graph(model, images)
+    graph = _graph(model, images, scores=False)
     target = _resolve_layer(model, graph, layer)
     batch_size = check_positive_int(batch_size, "batch_size")
     fn = _cached(model, ("activations", id(target), images.shape[1:]),
@@ -798,11 +1001,11 @@ def receptive_field(model, layer: str, position=None, input_shape=None):
     """
     shape = tuple(input_shape or model.inputs[0].shape[1:])
     x = tf.constant(np.random.default_rng(0).uniform(0.0, 1.0, (16, *shape)).astype(np.float32))
-    target = _resolve_layer(model, _graph(model, x.numpy()[:1]), layer)
+    target = _resolve_layer(model, _graph(model, x.numpy()[:1], scores=False), layer)
     record, hook = _recorder(target)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        _run(model, x, hook)
+        _run(model, x, hook, is_top=False)
         h, w = record["A"].shape[1:3]
         i, j = position if position is not None else (h // 2, w // 2)
         if not (0 <= i < h and 0 <= j < w):
@@ -848,7 +1051,7 @@ def max_activating_patches(model, images, layer: str, channel: int, k: int = 9):
 
 
 def activation_maximization(model, objective: int, layer: str | None = None, steps: int = 200, lr: float = 0.05,
-                            l2: float = 1e-3, input_shape=None, seed: int = 0):
+                            l2: float = 1e-3, input_shape=None, seed: int = 0, output=None):
     """Synthesise an input that maximises one unit: gradient ascent with L2 regularisation.
 
     Maximises S(x) - l2 * ||x - 0.5||^2 over images x in [0, 1] (Simonyan et al. 2014,
@@ -857,15 +1060,17 @@ def activation_maximization(model, objective: int, layer: str | None = None, ste
     of channel ``objective`` of ``layer``. Each step adds lr * g / rms(g) (the gradient
     normalised by its root mean square, a common stabiliser) and clips x to [0, 1].
     Starts from grey plus a little noise. Returns ``(image (H, W, C), S at each step)``.
-    Used in notebook 08.
+    ``output`` (with ``layer=None``) as in :func:`grad_cam`. Used in notebook 08.
     """
+    if layer is None:
+        model = _select_output(model, output)
     steps = check_positive_int(steps, "steps")
     if not lr > 0 or not l2 >= 0:
         raise ValueError(f"lr must be > 0 and l2 >= 0; got lr={lr}, l2={l2}.")
     shape = tuple(input_shape or model.inputs[0].shape[1:])
     rng = np.random.default_rng(seed)
     start = (0.5 + 0.01 * rng.standard_normal((1, *shape))).astype(np.float32)
-    graph = _graph(model, start)
+    graph = _graph(model, start, scores=layer is None)
     target = None if layer is None else _resolve_layer(model, graph, layer)
     n_units = graph.n_classes if target is None else graph.shape(target)[-1]
     if isinstance(objective, bool) or not isinstance(objective, (int, np.integer)) or not 0 <= objective < n_units:
@@ -927,7 +1132,7 @@ def _build_smooth_gcpp(model, target, shape, n_samples):
 
 
 def smooth_grad_cam_plus_plus(model, images, class_index=None, layer=None, n_samples=16, noise=0.15,
-                              seed=0, batch_size=16):
+                              seed=0, batch_size=16, output=None):
     """Smooth Grad-CAM++ maps, float32 (N, H, W), upsampled bilinearly to the images.
 
     Omeiza et al., "Smooth Grad-CAM++", 2019, eq. 4-6: Grad-CAM++'s weights (eq. 19 of
@@ -942,8 +1147,10 @@ def smooth_grad_cam_plus_plus(model, images, class_index=None, layer=None, n_sam
     is the clean image's (top class when ``class_index`` is None). As in
     :func:`grad_cam_plus_plus` the factor exp(S) is left out. With ``noise=0`` it equals
     :func:`grad_cam_plus_plus`. The noise is ``noise * rng.standard_normal((N,
-    n_samples, H, W, C))`` with ``rng = np.random.default_rng(seed)``. Used in notebook 09.
+    n_samples, H, W, C))`` with ``rng = np.random.default_rng(seed)``. ``output`` as in
+    :func:`grad_cam`. Used in notebook 09.
     """
+    model = _select_output(model, output)
     images = check_images(images)
     graph = _graph(model, images)
     target = _resolve_layer(model, graph, layer)
@@ -987,15 +1194,25 @@ def rise_masks(n_masks, image_shape, grid=8, p=0.5, seed=0):
 
 
 def _probabilities(model, images, batch_size=256):
-    """Softmax of the model's logits, float64 (N, classes), through the cached logits function."""
+    """Class probabilities, float64 (N, classes), through the cached logits function.
+
+    The softmax of the logits; for a model whose output was a sigmoid, or that has a
+    single logit (a binary classifier), the sigmoid of each logit (a softmax over one
+    class would always be 1).
+    """
     fn = _cached(model, ("logits", images.shape[1:]), lambda: _build_logits(model, images.shape[1:]))
     logits = np.concatenate([fn(tf.constant(images[i : i + batch_size])).numpy()
                              for i in range(0, len(images), batch_size)]).astype(np.float64)
+    if _tail(model)[1] == "sigmoid" or logits.shape[1] == 1:
+        from scipy.special import expit
+
+        return expit(logits)
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
 
 
-def rise(model, images, class_index=None, n_masks=2000, grid=8, p=0.5, seed=0, memory_mb=64, progress=True):
+def rise(model, images, class_index=None, n_masks=2000, grid=8, p=0.5, seed=0, memory_mb=64, progress=True,
+         output=None):
     """RISE saliency maps, float32 (N, H, W): the mean of the masks weighted by the class probability.
 
     Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
@@ -1003,10 +1220,13 @@ def rise(model, images, class_index=None, n_masks=2000, grid=8, p=0.5, seed=0, m
     the softmax probability of class c, masks from :func:`rise_masks` (the same masks for
     every image) and E[M] = ``p``. Black box: only forward passes. The masked copies go
     through the model in chunks of at most ``memory_mb`` MiB of input, with a tqdm
-    progress bar over the chunks (``progress=False`` hides it). Used in notebook 09.
+    progress bar over the chunks (``progress=False`` hides it). For a sigmoid (or
+    one-logit) output f_c is the sigmoid probability. ``output`` as in :func:`grad_cam`.
+    Used in notebook 09.
     """
     from tqdm.auto import tqdm
 
+    model = _select_output(model, output)
     images = check_images(images)
     graph = _graph(model, images)
     classes = _check_classes(class_index, len(images), graph.n_classes)
@@ -1077,7 +1297,7 @@ def _tv(h):
 
 
 def augmented_grad_cam(model, image, class_index=None, layer=None, transforms=None, n_transforms=16,
-                       max_angle=15.0, max_shift=4.0, lam=0.01, mu=0.01, steps=300, seed=0):
+                       max_angle=15.0, max_shift=4.0, lam=0.01, mu=0.01, steps=300, seed=0, output=None):
     """Augmented Grad-CAM: one high-resolution map from the Grad-CAMs of known warps of ``image``.
 
     Morbidelli et al., "Augmented Grad-CAM: Heat-Maps Super Resolution Through
@@ -1094,11 +1314,12 @@ def augmented_grad_cam(model, image, class_index=None, layer=None, transforms=No
     or None for the identity plus ``n_transforms - 1`` random ones (angle uniform in
     +-``max_angle``, shifts in +-``max_shift`` pixels). Every warp explains the class of
     the unwarped image. Returns ``(h (H, W) float32, objective per step (steps,))``.
-    Used in notebook 09.
+    ``output`` as in :func:`grad_cam`. Used in notebook 09.
     """
     from scipy import sparse
     from scipy.sparse.linalg import eigsh
 
+    model = _select_output(model, output)
     image = check_images(np.asarray(image)[None], "image")[0]
     graph = _graph(model, image[None])
     classes = _check_classes(class_index, 1, graph.n_classes)
@@ -1161,15 +1382,17 @@ def _check_maps(maps, images):
     return maps
 
 
-def explanation_confidence(model, images, maps, class_index=None, batch_size=256):
+def explanation_confidence(model, images, maps, class_index=None, batch_size=256, output=None):
     """Class probabilities Y on the images and O on the explanation maps E = normalize(map) * image.
 
     Chattopadhay et al. (2018), Sec. 5.1.1: the explanation map is the point-wise product
     of the upsampled heat-map, scaled to [0, 1], with the image. The class is the top
     class on the image unless ``class_index`` is given. Returns ``(Y, O, classes)``,
     float64 (N,), float64 (N,), int (N,). Feeds :func:`average_drop` and
-    :func:`increase_in_confidence`. Used in notebook 09.
+    :func:`increase_in_confidence`. Probabilities are the softmax of the logits, or their
+    sigmoid for a sigmoid (or one-logit) output. ``output`` as in :func:`grad_cam`. Used in notebook 09.
     """
+    model = _select_output(model, output)
     images = check_images(images)
     graph = _graph(model, images)
     classes = _check_classes(class_index, len(images), graph.n_classes)
@@ -1219,7 +1442,8 @@ def curve_auc(curve):
     return (curve.sum(-1) - 0.5 * (curve[..., 0] + curve[..., -1])) / (curve.shape[-1] - 1)
 
 
-def deletion_insertion(model, images, maps, class_index=None, n_steps=24, blur_sigma=2.0, batch_size=256):
+def deletion_insertion(model, images, maps, class_index=None, n_steps=24, blur_sigma=2.0, batch_size=256,
+                       output=None):
     """Deletion and insertion curves and their areas (Petsiuk et al. 2018, Sec. 4.1, "causal metrics").
 
     Pixels are ranked by the map (highest first). Deletion: starting from the image,
@@ -1231,10 +1455,11 @@ def deletion_insertion(model, images, maps, class_index=None, n_steps=24, blur_s
     points at fractions 0, 1/n_steps, ..., 1; areas by the trapezoid rule
     (:func:`curve_auc`). The class is the top class on the image unless given.
     Returns a dict of ``deletion``, ``insertion`` (N, n_steps + 1) and ``deletion_auc``,
-    ``insertion_auc`` (N,). Used in notebook 09.
+    ``insertion_auc`` (N,). ``output`` as in :func:`grad_cam`. Used in notebook 09.
     """
     from scipy import ndimage
 
+    model = _select_output(model, output)
     images = check_images(images)
     graph = _graph(model, images)
     classes = _check_classes(class_index, len(images), graph.n_classes)
@@ -1287,7 +1512,7 @@ def randomized_copy(model, seed=0):
     return copy
 
 
-def sanity_check(model, images, method="grad_cam", class_index=None, seed=0, **kwargs):
+def sanity_check(model, images, method="grad_cam", class_index=None, seed=0, output=None, **kwargs):
     """Model-randomization sanity check: Spearman rank correlation of each image's maps.
 
     Maps by ``method`` (a name: "cam", "grad_cam", "grad_cam_plus_plus",
@@ -1297,10 +1522,12 @@ def sanity_check(model, images, method="grad_cam", class_index=None, seed=0, **k
     near 1 means the map barely depends on the weights: it explains the image, not the
     model (Adebayo et al. 2018, Sec. 3.1, their Fig. 2 uses the same rank correlation).
     A constant map has no ranking and gets correlation 0. Returns a dict of
-    ``spearman`` (N,), ``trained`` and ``randomized`` maps. Used in notebook 09.
+    ``spearman`` (N,), ``trained`` and ``randomized`` maps. ``output`` as in :func:`grad_cam`
+    (both models explain that output). Used in notebook 09.
     """
     from scipy.stats import spearmanr
 
+    model = _select_output(model, output)
     names = {**METHODS, "smooth_grad_cam_plus_plus": smooth_grad_cam_plus_plus, "rise": rise, "occlusion": occlusion}
     if isinstance(method, str):
         if method not in names:

@@ -737,7 +737,9 @@ def occlusion(model, images, class_index=None, patch=8, stride=4, fill=0.5, batc
     Zeiler and Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014,
     Sec. 4.2: slide a ``patch`` x ``patch`` square of value ``fill`` with step ``stride``;
     each pixel gets the mean of S_c(x) - S_c(x occluded) over the squares covering it
-    (positive: evidence for the class). Returns float32 (N, H, W). All occluded copies of
+    (positive: evidence for the class); the last square of a row or column touches the
+    border, and ``stride <= patch`` is required, so every pixel is covered (else a
+    ValueError). Returns float32 (N, H, W). All occluded copies of
     an image go through the model in batches of ``batch_size``. ``output`` as in
     :func:`grad_cam`. Used in notebook 07.
     """
@@ -750,6 +752,9 @@ def occlusion(model, images, class_index=None, patch=8, stride=4, fill=0.5, batc
     batch_size = check_positive_int(batch_size, "batch_size")
     if patch > min(h, w):
         raise ValueError(f"patch {patch} is larger than the images ({h}x{w}); use a smaller patch.")
+    if stride > patch:
+        raise ValueError(f"stride {stride} is larger than patch {patch}: the pixels between two squares would "
+                         "never be occluded and have no value (0/0). Use stride <= patch.")
     if not 0.0 <= float(fill) <= 1.0:
         raise ValueError(f"fill must be a grey level in [0, 1]; got {fill}.")
     fn = _cached(model, ("logits", images.shape[1:]), lambda: _build_logits(model, images.shape[1:]))
@@ -1065,8 +1070,8 @@ def activation_maximization(model, objective: int, layer: str | None = None, ste
     if layer is None:
         model = _select_output(model, output)
     steps = check_positive_int(steps, "steps")
-    if not lr > 0 or not l2 >= 0:
-        raise ValueError(f"lr must be > 0 and l2 >= 0; got lr={lr}, l2={l2}.")
+    if not (0 < lr < np.inf and 0 <= l2 < np.inf):
+        raise ValueError(f"lr must be finite and > 0, l2 finite and >= 0; got lr={lr}, l2={l2}.")
     shape = tuple(input_shape or model.inputs[0].shape[1:])
     rng = np.random.default_rng(seed)
     start = (0.5 + 0.01 * rng.standard_normal((1, *shape))).astype(np.float32)
@@ -1230,8 +1235,9 @@ def rise(model, images, class_index=None, n_masks=2000, grid=8, p=0.5, seed=0, m
     images = check_images(images)
     graph = _graph(model, images)
     classes = _check_classes(class_index, len(images), graph.n_classes)
-    if not memory_mb > 0:
-        raise ValueError(f"memory_mb is the memory budget of one chunk of masked images in MiB, > 0; got {memory_mb}.")
+    if not 0 < memory_mb < np.inf:
+        raise ValueError(f"memory_mb is the memory budget of one chunk of masked images in MiB, finite and > 0; "
+                         f"got {memory_mb}.")
     masks = rise_masks(n_masks, images.shape[1:3], grid, p, seed)
     top = np.argmax(_probabilities(model, images), axis=1)
     classes = np.where(classes < 0, top, classes)
@@ -1324,9 +1330,12 @@ def augmented_grad_cam(model, image, class_index=None, layer=None, transforms=No
     graph = _graph(model, image[None])
     classes = _check_classes(class_index, 1, graph.n_classes)
     steps = check_positive_int(steps, "steps")
-    if not (lam >= 0 and mu >= 0):
-        raise ValueError(f"lam and mu weigh the TV and L2 terms and must be >= 0; got lam={lam}, mu={mu}.")
+    if not (0 <= lam < np.inf and 0 <= mu < np.inf):
+        raise ValueError(f"lam and mu weigh the TV and L2 terms and must be finite and >= 0; got lam={lam}, mu={mu}.")
     if transforms is None:
+        if not (0 <= max_angle < np.inf and 0 <= max_shift < np.inf):
+            raise ValueError(f"max_angle (degrees) and max_shift (pixels) must be finite and >= 0; "
+                             f"got {max_angle}, {max_shift}.")
         n_transforms = check_positive_int(n_transforms, "n_transforms")
         rng = np.random.default_rng(seed)
         transforms = [(0.0, 0.0, 0.0)] + [
@@ -1336,10 +1345,14 @@ def augmented_grad_cam(model, image, class_index=None, layer=None, transforms=No
         transforms = [tuple(float(v) for v in t) for t in transforms]
     except (TypeError, ValueError):
         transforms = [()]
-    if not transforms or any(len(t) != 3 for t in transforms):
-        raise ValueError("transforms must be a non-empty list of (angle in degrees, dy, dx) triples.")
+    if not transforms or any(len(t) != 3 for t in transforms) or not np.isfinite(transforms).all():
+        raise ValueError("transforms must be a non-empty list of finite (angle in degrees, dy, dx) triples.")
     H, W, C = image.shape
     warps = [warp_matrix((H, W), a, (dy, dx)) for a, dy, dx in transforms]
+    lost = [t for t, A in zip(transforms, warps) if A.nnz == 0]
+    if lost:
+        raise ValueError(f"transforms {lost} move the whole {H}x{W} image out of the frame (nothing left to "
+                         f"explain); keep the shifts within the image, e.g. |dy| < {H} and |dx| < {W}.")
     warped = np.stack([(A @ image.reshape(H * W, C)).reshape(H, W, C) for A in warps]).astype(np.float32)
     if classes[0] < 0:
         classes = np.argmax(_probabilities(model, image[None]), axis=1).astype(np.int32)
@@ -1451,7 +1464,8 @@ def deletion_insertion(model, images, maps, class_index=None, n_steps=24, blur_s
     record the class probability; a faithful map makes it fall fast (low AUC is better).
     Insertion: starting from the image blurred with a Gaussian of ``blur_sigma`` pixels
     (the paper's blurred canvas), put the original pixels back in the same order; the
-    probability should rise fast (high AUC is better). Curves have ``n_steps + 1``
+    probability should rise fast (high AUC is better); ``blur_sigma`` in (0, max(H, W)],
+    ``n_steps`` in [1, H*W], else a ValueError. Curves have ``n_steps + 1``
     points at fractions 0, 1/n_steps, ..., 1; areas by the trapezoid rule
     (:func:`curve_auc`). The class is the top class on the image unless given.
     Returns a dict of ``deletion``, ``insertion`` (N, n_steps + 1) and ``deletion_auc``,
@@ -1468,8 +1482,9 @@ def deletion_insertion(model, images, maps, class_index=None, n_steps=24, blur_s
     n, h, w, c = images.shape
     if n_steps > h * w:
         raise ValueError(f"n_steps {n_steps} is more than the {h * w} pixels of an image.")
-    if not blur_sigma > 0:
-        raise ValueError(f"blur_sigma is the Gaussian blur's standard deviation in pixels, > 0; got {blur_sigma}.")
+    if not 0 < blur_sigma <= max(h, w):
+        raise ValueError(f"blur_sigma is the Gaussian blur's standard deviation in pixels, in (0, {max(h, w)}] "
+                         f"(at most the image size: wider blurs are a flat image); got {blur_sigma}.")
     classes = np.where(classes < 0, np.argmax(_probabilities(model, images, batch_size), axis=1), classes)
     counts = np.round(np.linspace(0, h * w, n_steps + 1)).astype(int)
     out = {"deletion": np.zeros((n, n_steps + 1)), "insertion": np.zeros((n, n_steps + 1))}

@@ -351,3 +351,105 @@ def test_mixed_float16_maps_are_finite_float32_and_match_float32(method, mp_mode
     # map's max (deletion curve); the bounds below are 3% and 2%.
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.03
     assert np.quantile(np.abs(got - want), 0.99) < 0.02 * scale
+
+
+# --------------------------------------------------------------------------- kind 3
+
+
+@pytest.fixture(scope="module")
+def small():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="feat")(inp)
+    return keras.Model(inp, L.Dense(K, name="logits")(L.GlobalAveragePooling2D()(x)))
+
+
+def _occlusion_reference(model, image, c, patch, stride, fill):
+    """Brute force: every square position (the last one touching the border), one forward pass each."""
+    starts = lambda n: sorted(set(range(0, n - patch + 1, stride)) | {n - patch})  # noqa: E731
+    base = model.predict(image[None], verbose=0)[0, c]
+    total, count = np.zeros((SIZE, SIZE)), np.zeros((SIZE, SIZE))
+    for t in starts(SIZE):
+        for left in starts(SIZE):
+            x = image.copy()
+            x[t : t + patch, left : left + patch] = fill
+            total[t : t + patch, left : left + patch] += base - model.predict(x[None], verbose=0)[0, c]
+            count[t : t + patch, left : left + patch] += 1
+    assert count.min() >= 1
+    return total / count
+
+
+@pytest.mark.parametrize("patch, stride", [(1, 1), (2, 2), (3, 2), (5, 5), (5, 3), (7, 4), (12, 1), (12, 12)])
+def test_occlusion_covers_every_pixel_and_matches_brute_force(patch, stride, small, images):
+    got = ex.occlusion(small, images[:1], class_index=1, patch=patch, stride=stride, fill=0.3)
+    assert np.isfinite(got).all()
+    want = _occlusion_reference(small, images[0], 1, patch, stride, 0.3)
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("patch, stride", [(2, 5), (1, 2), (3, 12), (5, 7)])
+def test_occlusion_refuses_strides_that_leave_gaps(patch, stride, small, images):
+    with pytest.raises(ValueError, match=f"stride {stride} is larger than patch {patch}.*stride <= patch"):
+        ex.occlusion(small, images, patch=patch, stride=stride)
+
+
+def test_rise_extremes_are_finite_and_p1_gives_the_probability(small, images):
+    probs = keras.ops.softmax(small.predict(images, verbose=0)).numpy()
+    for grid, p, n_masks, memory_mb in [(1, 0.5, 3, 64), (SIZE, 1e-6, 5, 1e-9), (SIZE, 0.5, 1, 64), (3, 1.0, 7, 64)]:
+        maps = ex.rise(small, images, class_index=2, n_masks=n_masks, grid=grid, p=p, memory_mb=memory_mb,
+                       progress=False)
+        assert maps.dtype == np.float32 and np.isfinite(maps).all()
+        if p == 1.0:  # every mask is all ones: S = f_c(x) at every pixel (Petsiuk et al. 2018, eq. 6)
+            np.testing.assert_allclose(maps, np.broadcast_to(probs[:, 2, None, None], maps.shape), rtol=1e-5)
+    for kwargs, match in [(dict(grid=SIZE + 1), "grid 13 is finer"), (dict(p=0.0), "p is the probability"),
+                          (dict(p=float("nan")), "p is the probability"),
+                          (dict(memory_mb=float("inf")), "memory_mb .* finite and > 0"),
+                          (dict(memory_mb=0), "memory_mb")]:
+        with pytest.raises(ValueError, match=match):
+            ex.rise(small, images, n_masks=4, progress=False, **kwargs)
+
+
+def test_deletion_insertion_extremes(small, images):
+    maps = ex.grad_cam(small, images)
+    probs = keras.ops.softmax(small.predict(images, verbose=0)).numpy()
+    zeros = keras.ops.softmax(small.predict(np.zeros_like(images), verbose=0)).numpy()
+    for n_steps in (1, SIZE * SIZE):
+        out = ex.deletion_insertion(small, images, maps, n_steps=n_steps, blur_sigma=float(SIZE))
+        for key in ("deletion", "insertion", "deletion_auc", "insertion_auc"):
+            assert np.isfinite(out[key]).all()
+        classes = np.argmax(probs, axis=1)
+        rows = np.arange(len(images))
+        # Deletion starts at the image and ends at the zero canvas; insertion ends at the image.
+        np.testing.assert_allclose(out["deletion"][:, 0], probs[rows, classes], rtol=1e-6)
+        np.testing.assert_allclose(out["deletion"][:, -1], zeros[rows, classes], rtol=1e-6)
+        np.testing.assert_allclose(out["insertion"][:, -1], probs[rows, classes], rtol=1e-6)
+    flat = ex.deletion_insertion(small, images, np.zeros((len(images), 3, 3)), n_steps=4)  # a constant map
+    assert np.isfinite(flat["deletion_auc"]).all()
+    for sigma in (0.0, float("inf"), float("nan"), 1e9, SIZE + 1.0):
+        with pytest.raises(ValueError, match=r"blur_sigma .* in \(0, 12\]"):
+            ex.deletion_insertion(small, images, maps, blur_sigma=sigma)
+    with pytest.raises(ValueError, match="n_steps 145 is more than the 144 pixels"):
+        ex.deletion_insertion(small, images, maps, n_steps=SIZE * SIZE + 1)
+    with pytest.raises(ValueError, match="maps contain NaN"):
+        ex.deletion_insertion(small, images, np.full_like(maps, np.nan))
+
+
+def test_augmented_grad_cam_extremes(small, images):
+    for kwargs in [dict(transforms=[(0.0, SIZE - 1.0, -(SIZE - 1.0)), (0.0, 0.0, 0.0)], lam=0.0, mu=0.0),
+                   dict(n_transforms=1, lam=0.0, mu=0.0), dict(max_angle=180.0, max_shift=SIZE - 1.0, n_transforms=4),
+                   dict(lam=1e6, mu=1e6, n_transforms=3)]:
+        h, history = ex.augmented_grad_cam(small, images[0], steps=20, **kwargs)
+        assert np.isfinite(h).all() and np.isfinite(history).all()
+    for kwargs, match in [(dict(transforms=[(0.0, 100.0, 100.0)]), "move the whole 12x12 image out of the frame"),
+                          (dict(transforms=[(0.0, 0.0, 0.0), (0.0, -SIZE, 0.0)]), "out of the frame"),
+                          (dict(transforms=[(float("nan"), 0.0, 0.0)]), "finite \\(angle"),
+                          (dict(lam=float("inf")), "finite and >= 0"), (dict(mu=float("nan")), "finite and >= 0"),
+                          (dict(max_angle=float("nan")), "max_angle"), (dict(max_shift=float("inf")), "max_shift")]:
+        with pytest.raises(ValueError, match=match):
+            ex.augmented_grad_cam(small, images[0], steps=5, **kwargs)
+
+
+def test_activation_maximization_refuses_non_finite_steps(small):
+    for kwargs in (dict(l2=float("inf")), dict(lr=float("inf")), dict(lr=float("nan"))):
+        with pytest.raises(ValueError, match="lr must be finite and > 0, l2 finite and >= 0"):
+            ex.activation_maximization(small, 0, steps=2, **kwargs)

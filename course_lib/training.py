@@ -13,8 +13,9 @@ The module is organised in sections, each a few short functions a student can re
 5. Diagnosing a run: :func:`diagnose_fit` (under- or overfitting, read from the curves).
 6. Hyperparameter search: :func:`grid_configs`, :func:`random_configs`, :func:`search`,
    which picks by a *validation* score and has no way to receive test data.
-7. Transfer learning: :func:`imagenet_mobilenet_v2`, :func:`backbone_from_classifier`,
-   :func:`transfer_classifier`, :func:`unfreeze_top`.
+7. Transfer learning: :func:`imagenet_mobilenet_v2` (also the whole ImageNet classifier
+   that notebooks 07-09 explain on real photos, with :func:`imagenet_class_name`),
+   :func:`backbone_from_classifier`, :func:`transfer_classifier`, :func:`unfreeze_top`.
 
 8. Semi-supervised learning (notebook 10): :func:`sharpen`, :func:`entropy_loss`,
    :func:`consistency_loss`, :func:`pseudo_labels`, :func:`fixmatch_unlabelled_loss`,
@@ -334,24 +335,54 @@ def plot_schedule(schedules, steps: int, steps_per_epoch: int | None = None, tit
 SMOOTHING = ("uniform", "others")
 
 
+def class_ids(labels, num_classes: int | None = None, name: str = "labels") -> np.ndarray:
+    """Integer class ids, int64 (N,), from labels of shape (N,), (N, 1) or one-hot (N, K).
+
+    The three shapes the course meets: MNIST's (N,), CIFAR-10's (N, 1) and one-hot
+    (N, K) rows (exactly one 1, the rest 0; then K must equal ``num_classes`` when it is
+    given). Ids must be whole numbers in [0, ``num_classes``). Anything else (soft
+    targets, scores, (N, H, W), non-integers) raises a ValueError that names the shape.
+    The one place where every label-taking helper of ``course_lib`` reads labels.
+    """
+    arr = np.asarray(labels)
+    shape = arr.shape
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name} must be integer class ids (N,) or (N, 1), or one-hot (N, K); got dtype {arr.dtype}.")
+    if arr.ndim == 2 and shape[1] > 1:
+        onehot = np.all((arr == 0) | (arr == 1)) and np.all(arr.sum(axis=1) == 1)
+        if not onehot:
+            raise ValueError(f"{name} of shape {shape} are not one-hot (one 1 per row, the rest 0): soft targets or "
+                             "scores are not labels. Pass class ids (N,) or one-hot rows.")
+        if num_classes is not None and shape[1] != num_classes:
+            raise ValueError(f"{name} are one-hot with {shape[1]} columns but num_classes is {num_classes}.")
+        return arr.argmax(axis=1).astype(np.int64)
+    if arr.ndim == 2 and shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be class ids (N,) or (N, 1), or one-hot (N, K); got shape {shape}.")
+    if arr.size and (not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))):
+        raise ValueError(f"{name} of shape {shape} must hold whole class ids; got values such as {arr[:3].tolist()}.")
+    if arr.size and (arr.min() < 0 or (num_classes is not None and arr.max() >= num_classes)):
+        upper = "" if num_classes is None else f", {num_classes}"
+        raise ValueError(f"{name} must lie in [0{upper}); got values in [{arr.min()}, {arr.max()}].")
+    return arr.astype(np.int64)
+
+
 def smooth_labels(labels, num_classes: int, epsilon: float = 0.1, spread: str = "uniform") -> np.ndarray:
     """One-hot targets with label smoothing (Szegedy et al. 2016, section 7), float32 (N, K).
 
     ``spread="uniform"`` gives :math:`q_k = (1-\\varepsilon)\\,\\delta_{k,y} + \\varepsilon / K`, the
     paper's form and what ``keras.losses.CategoricalCrossentropy(label_smoothing=ε)``
     applies. ``spread="others"`` gives :math:`1-\\varepsilon` to the true class and
-    :math:`\\varepsilon/(K-1)` to each other class (the lecture slide's form). Used in notebook 04.
+    :math:`\\varepsilon/(K-1)` to each other class (the lecture slide's form). ``labels``:
+    (N,), (N, 1) or one-hot (N, K) (:func:`class_ids`). Used in notebook 04.
     """
     num_classes = check_positive_int(num_classes, "num_classes")
     if spread not in SMOOTHING:
         raise ValueError(f"spread must be one of {SMOOTHING}; got {spread!r}.")
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"epsilon must be in [0, 1); got {epsilon!r}.")
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D array of integer class ids; got shape {labels.shape}, dtype {labels.dtype}.")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}); got values in [{labels.min()}, {labels.max()}].")
+    labels = class_ids(labels, num_classes)
     onehot = np.eye(num_classes, dtype=np.float32)[labels]
     if spread == "uniform":
         return (1.0 - epsilon) * onehot + epsilon / num_classes
@@ -366,10 +397,16 @@ def mixup_batch(images, targets, lam, perm):
     :math:`\\tilde x_i = \\lambda_i x_i + (1-\\lambda_i) x_{\\pi(i)}`,
     :math:`\\tilde y_i = \\lambda_i y_i + (1-\\lambda_i) y_{\\pi(i)}`, with ``lam`` (B,) the
     :math:`\\lambda_i` and ``perm`` (B,) the permutation :math:`\\pi`. ``targets`` are one-hot
-    (or soft) (B, K). Works on tensors (inside tf.data) and arrays. Used by :func:`mixup`.
+    (or soft) (B, K) with K >= 2: class ids (B,) or (B, 1) raise a ValueError (blending ids
+    gives nonsense; one-hot encode them, as :func:`mixup` does with ``num_classes``). Works
+    on tensors (inside tf.data) and arrays. Used by :func:`mixup`.
     """
     images = tf.cast(images, tf.float32)
     targets = tf.cast(targets, tf.float32)
+    if targets.shape.rank != 2 or targets.shape[-1] == 1:
+        raise ValueError(f"mixup_batch mixes one-hot or soft targets (B, K); got shape {tuple(targets.shape)}. "
+                         "Class ids must be one-hot encoded first (tf.one_hot(ids, K), or training.mixup with "
+                         "num_classes).")
     lam = tf.cast(lam, tf.float32)
     lam_x = tf.reshape(lam, [-1] + [1] * (len(images.shape) - 1))
     lam_y = tf.reshape(lam, [-1, 1])
@@ -394,8 +431,10 @@ def mixup(dataset, alpha: float = 0.2, num_classes: int | None = None, seed: int
 
     Each example is mixed with another example of the same batch (a random permutation)
     with its own :math:`\\lambda \\sim \\mathrm{Beta}(\\alpha, \\alpha)` (Zhang et al. 2018; the
-    paper uses :math:`\\alpha \\in [0.1, 0.4]` on ImageNet). Integer labels are one-hot
-    encoded first, which needs ``num_classes``; the mixed targets are soft, so compile with
+    paper uses :math:`\alpha \in [0.1, 0.4]` on ImageNet). Class ids of shape (B,) or (B, 1)
+    (CIFAR-10's) are one-hot encoded first, which needs ``num_classes``; one-hot or soft
+    targets (B, K) are mixed as they are (K must equal ``num_classes`` when given); other
+    shapes raise a ValueError that names them. The mixed targets are soft, so compile with
     ``keras.losses.CategoricalCrossentropy`` and give validation data one-hot labels.
     New :math:`\\lambda` and pairs every epoch; repeatable for a given ``seed`` once the global
     seed is set (``course_lib.setup`` or ``keras.utils.set_random_seed``).
@@ -412,18 +451,23 @@ def mixup(dataset, alpha: float = 0.2, num_classes: int | None = None, seed: int
     if x_spec.shape.rank is None or x_spec.shape.rank < 2:
         raise ValueError(f"dataset must yield batches of images (B, H, W, C); got images of shape {x_spec.shape}. "
                          "Batch the dataset before mixup.")
-    if y_spec.shape.rank == 1:
+    rank, width = y_spec.shape.rank, (y_spec.shape[-1] if y_spec.shape.rank else None)
+    ids = rank == 1 or (rank == 2 and width == 1)  # (B,) or CIFAR-10's (B, 1): class ids
+    if ids:
         if num_classes is None:
-            raise ValueError("targets are integer labels: pass num_classes so they can be one-hot encoded.")
+            raise ValueError(f"targets of shape {tuple(y_spec.shape)} are class ids: pass num_classes so they can be "
+                             "one-hot encoded.")
         num_classes = check_positive_int(num_classes, "num_classes")
-    elif y_spec.shape.rank != 2:
-        raise ValueError(f"targets must be integer labels (B,) or one-hot (B, K); got shape {y_spec.shape}.")
+    elif rank != 2 or width is None:
+        raise ValueError(f"targets must be class ids (B,) or (B, 1), or one-hot (B, K); got shape {y_spec.shape}.")
+    elif num_classes is not None and width != num_classes:
+        raise ValueError(f"targets are one-hot (B, {width}) but num_classes is {num_classes}.")
     alpha = float(alpha)
 
     def _mix(batch, draw):
         x, y = batch
-        if y_spec.shape.rank == 1:
-            y = tf.one_hot(tf.cast(y, tf.int32), num_classes)
+        if ids:
+            y = tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), num_classes)
         n = tf.shape(x)[0]
         pair_seed = tf.stack([draw, tf.constant(seed, tf.int64)])
         lam = sample_beta(alpha, [n], pair_seed)
@@ -616,30 +660,66 @@ class PretrainedWeightsUnavailable(RuntimeError):
     """ImageNet weights are not in the Keras cache and could not be downloaded."""
 
 
-def _imagenet_weights_file(alpha: float, rows: int) -> str:
+#: ImageNet-1k class indices of the five domestic-cat classes (tabby ... Egyptian cat).
+IMAGENET_CAT_CLASSES = range(281, 286)
+
+#: Names of a few ImageNet-1k classes (index: WordNet name, in the index order of the
+#: ILSVRC 2012 classes that keras.applications' models output), those the course's photos
+#: (course_lib.data.load_photo) tend to get. The full list is a download
+#: (keras.applications.imagenet_utils.decode_predictions); :func:`imagenet_class_name`
+#: shows the index of any other class.
+IMAGENET_CLASS_NAMES = {
+    281: "tabby cat", 282: "tiger cat", 283: "Persian cat", 284: "Siamese cat", 285: "Egyptian cat",
+    286: "cougar", 287: "lynx", 504: "coffee mug", 505: "coffeepot", 550: "espresso maker", 923: "plate",
+    967: "espresso", 968: "cup", 652: "military uniform", 834: "suit", 557: "flagpole", 657: "missile",
+    744: "projectile", 812: "space shuttle", 698: "palace", 985: "daisy",
+}
+
+
+def imagenet_class_name(index: int) -> str:
+    """``"281 tabby cat"`` for a class in :data:`IMAGENET_CLASS_NAMES`, ``"class 917"`` otherwise."""
+    index = int(index)
+    if not 0 <= index < 1000:
+        raise ValueError(f"ImageNet-1k class indices lie in [0, 999]; got {index}.")
+    name = IMAGENET_CLASS_NAMES.get(index)
+    return f"{index} {name}" if name else f"class {index}"
+
+
+def _imagenet_weights_file(alpha: float, rows: int, include_top: bool = False) -> str:
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+    suffix = "" if include_top else "_no_top"
+    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}{suffix}.h5"
     return os.path.join(home, "models", name)
 
 
-def _build_imagenet_mobilenet_v2(input_shape, alpha):  # separate so tests can stand in for the download
+def _build_imagenet_mobilenet_v2(input_shape, alpha, include_top=False):  # separate so tests can stand in for the download
+    if include_top:  # the 1000-class head, as logits (classifier_activation=None): the course's convention
+        return keras.applications.MobileNetV2(input_shape=input_shape, alpha=alpha, include_top=True,
+                                              weights="imagenet", classifier_activation=None)
     return keras.applications.MobileNetV2(input_shape=input_shape, alpha=alpha, include_top=False,
                                           weights="imagenet", pooling="avg")
 
 
-def imagenet_mobilenet_v2(input_shape=(96, 96, 3), alpha: float = 0.35, allow_download: bool = True):
-    """A MobileNetV2 feature extractor with ImageNet weights (Sandler et al. 2018), for [0, 1] images.
+def imagenet_mobilenet_v2(input_shape=(96, 96, 3), alpha: float = 0.35, allow_download: bool = True,
+                          include_top: bool = False):
+    """A MobileNetV2 with ImageNet weights (Sandler et al. 2018), for [0, 1] images.
 
-    Wraps ``keras.applications.MobileNetV2(include_top=False, pooling="avg")`` behind a
-    ``Rescaling`` layer that maps [0, 1] to the [-1, 1] the weights were trained on, so
-    it takes the course's images; outputs one feature vector per image. ImageNet
-    weights exist for ``alpha`` in :data:`MOBILENET_V2_ALPHAS` and square inputs of
-    :data:`MOBILENET_V2_SIZES` pixels.
+    Wraps ``keras.applications.MobileNetV2`` behind a ``Rescaling`` layer that maps [0, 1]
+    to the [-1, 1] the weights were trained on, so it takes the course's images
+    (N, S, S, 3). By default (``include_top=False``, ``pooling="avg"``) it is a feature
+    extractor: one vector per image, (N, 1280) for ``alpha`` <= 1 (notebook 04). With
+    ``include_top=True`` it is the whole ImageNet classifier: (N, 1000) **logits** of the
+    ImageNet-1k classes (the softmax left out, ``classifier_activation=None``), its last
+    feature map ``out_relu`` of S/32 x S/32 (7x7 at 224 pixels) feeding global average
+    pooling and the ``predictions`` Dense layer, so CAM, Grad-CAM and the other methods of
+    ``course_lib.explain`` apply as they are (notebooks 07, 08 and 09, on real photos).
+    ImageNet weights exist for ``alpha`` in :data:`MOBILENET_V2_ALPHAS` and square inputs
+    of :data:`MOBILENET_V2_SIZES` pixels.
 
-    The weights come from the Keras cache or are downloaded. With
-    ``allow_download=False`` nothing is downloaded. When the weights cannot be had,
-    raises :class:`PretrainedWeightsUnavailable`, whose message names the offline
-    alternative. Used in notebook 04.
+    The weights come from the Keras cache or are downloaded (``..._no_top.h5`` or, with
+    the top, ``....h5``: 14 MB at alpha 1.0). With ``allow_download=False`` nothing is
+    downloaded. When the weights cannot be had, raises
+    :class:`PretrainedWeightsUnavailable` with a one-line message that says what to do.
     """
     if alpha not in MOBILENET_V2_ALPHAS:
         raise ValueError(f"ImageNet MobileNetV2 weights exist for alpha in {MOBILENET_V2_ALPHAS}; got {alpha!r}.")
@@ -648,22 +728,27 @@ def imagenet_mobilenet_v2(input_shape=(96, 96, 3), alpha: float = 0.35, allow_do
             or input_shape[0] not in MOBILENET_V2_SIZES:
         raise ValueError(f"input_shape must be (S, S, 3) with S in {MOBILENET_V2_SIZES} for ImageNet weights; "
                          f"got {input_shape}. Resize the images (keras.layers.Resizing) to one of these sizes.")
-    cached = os.path.exists(_imagenet_weights_file(alpha, input_shape[0]))
-    if not cached and not allow_download:
+    include_top = bool(include_top)
+    what = "classifier" if include_top else "backbone"
+    # Without the top there is an offline alternative (a backbone pretrained on course data); with it there is none.
+    hint = ("The ImageNet classifier has no offline stand-in: use the notebook's cluttered-digit model instead."
+            if include_top else OFFLINE_BACKBONE_HINT)
+    weights_file = _imagenet_weights_file(alpha, input_shape[0], include_top)
+    if not os.path.exists(weights_file) and not allow_download:
         raise PretrainedWeightsUnavailable(
-            f"the ImageNet weights for MobileNetV2 (alpha={alpha}, {input_shape[0]}px) are not in the Keras cache "
-            f"and allow_download=False. {OFFLINE_BACKBONE_HINT}")
+            f"the ImageNet weights for the MobileNetV2 {what} (alpha={alpha}, {input_shape[0]}px) are not in the "
+            f"Keras cache and allow_download=False. {hint}")
     try:
-        base = _build_imagenet_mobilenet_v2(input_shape, alpha)
+        base = _build_imagenet_mobilenet_v2(input_shape, alpha, include_top)
     except Exception as err:  # no network shows as URLError, OSError, ConnectionError, ...
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]  # one line, whatever the error printed
         raise PretrainedWeightsUnavailable(
-            f"could not load the ImageNet weights for MobileNetV2 ({reason}). Connect to the internet and run "
-            f"again (Keras caches them in {os.path.dirname(_imagenet_weights_file(alpha, input_shape[0]))}). "
-            f"{OFFLINE_BACKBONE_HINT}") from None
+            f"could not load the ImageNet weights for the MobileNetV2 {what} ({reason}). Connect to the internet "
+            f"and run again (Keras caches them in {os.path.dirname(weights_file)}). {hint}") from None
     inputs = keras.Input(input_shape)
     x = keras.layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(inputs)
-    return keras.Model(inputs, base(x), name="imagenet_mobilenet_v2")
+    name = "imagenet_mobilenet_v2_classifier" if include_top else "imagenet_mobilenet_v2"
+    return keras.Model(inputs, base(x), name=name)
 
 
 def backbone_from_classifier(model, name: str = "backbone"):
@@ -760,9 +845,7 @@ def labelled_unlabelled_split(labels, per_class: int, seed: int = 0):
     Used in notebook 10.
     """
     per_class = check_positive_int(per_class, "per_class")
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D array of integer class ids; got shape {labels.shape}, dtype {labels.dtype}.")
+    labels = class_ids(labels)
     classes, counts = np.unique(labels, return_counts=True)
     if counts.min() <= per_class:
         raise ValueError(f"per_class={per_class} labelled examples need more than {per_class} examples of every class "
@@ -952,7 +1035,7 @@ def ssl_dataset(x_labelled, y_labelled, x_unlabelled, batch_size: int = 32, mu: 
 
     x_labelled = check_images(x_labelled, "x_labelled")
     x_unlabelled = check_images(x_unlabelled, "x_unlabelled")
-    y_labelled = np.asarray(y_labelled)
+    y_labelled = class_ids(y_labelled, name="y_labelled")  # (N,), (N, 1) or one-hot -> ids (N,)
     if len(y_labelled) != len(x_labelled):
         raise ValueError(f"x_labelled ({len(x_labelled)}) and y_labelled ({len(y_labelled)}) must have the same length.")
     if x_labelled.shape[1:] != x_unlabelled.shape[1:]:
@@ -965,6 +1048,17 @@ def ssl_dataset(x_labelled, y_labelled, x_unlabelled, batch_size: int = 32, mu: 
     unl = tf.data.Dataset.from_tensor_slices(x_unlabelled)
     unl = unl.shuffle(len(x_unlabelled), seed=seed + 1, reshuffle_each_iteration=True).repeat().batch(mu * batch_size)
     return tf.data.Dataset.zip((lab, unl)).prefetch(tf.data.AUTOTUNE)
+
+
+def _sparse_labels(y):
+    """Labels (B,), (B, 1) or one-hot (B, K) as int32 ids (B,) inside a train / test step (static shapes)."""
+    if len(y.shape) == 2 and y.shape[-1] == 1:
+        return keras.ops.cast(keras.ops.reshape(y, (-1,)), "int32")
+    if len(y.shape) == 2:
+        return keras.ops.cast(keras.ops.argmax(y, axis=-1), "int32")
+    if len(y.shape) != 1:
+        raise ValueError(f"labels must be class ids (B,) or (B, 1), or one-hot (B, K); got shape {tuple(y.shape)}.")
+    return keras.ops.cast(y, "int32")
 
 
 @keras.saving.register_keras_serializable(package="course_lib")
@@ -1048,6 +1142,7 @@ class SemiSupervisedTrainer(keras.Model):
         return views
 
     def _ssl_losses(self, xl, yl, xu):
+        yl = _sparse_labels(yl)
         views = self._views(xl, xu)
         n = [keras.ops.shape(v)[0] for v in views]
         targets = keras.ops.one_hot(yl, self.model.output_shape[-1])
@@ -1087,11 +1182,11 @@ class SemiSupervisedTrainer(keras.Model):
         for key, value in (("loss", loss), ("supervised_loss", sup), ("unlabelled_loss", unl), ("mask_rate", mask_rate)):
             self.trackers[key].update_state(value)
         if self.method != "mixup":
-            self.trackers["accuracy"].update_state(yl, logits_l)
+            self.trackers["accuracy"].update_state(_sparse_labels(yl), logits_l)
         return {k: m.result() for k, m in self.trackers.items()}
 
     def test_step(self, data):
-        x, y = data[0], data[1]
+        x, y = data[0], _sparse_labels(data[1])
         logits = self.model(x, training=False)
         loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         self.trackers["loss"].update_state(loss)
@@ -1152,7 +1247,7 @@ def gmm_m_step(x_labelled, y_labelled, x_unlabelled, responsibilities, num_class
     x_unlabelled = _check_features(x_unlabelled, "x_unlabelled") if len(x_unlabelled) else \
         np.zeros((0, x_labelled.shape[1]))
     resp = np.asarray(responsibilities, dtype=np.float64).reshape(len(x_unlabelled), num_classes)
-    onehot = np.eye(num_classes)[np.asarray(y_labelled)]
+    onehot = np.eye(num_classes)[class_ids(y_labelled, num_classes, "y_labelled")]
     x = np.concatenate([x_labelled, x_unlabelled])
     r = np.concatenate([onehot, resp])  # labelled rows: one-hot; unlabelled rows: gamma
     counts = r.sum(axis=0)
@@ -1206,14 +1301,12 @@ class SemiSupervisedGMM:
     def fit(self, x_labelled, y_labelled, x_unlabelled):
         x_labelled = _check_features(x_labelled, "x_labelled")
         x_unlabelled = _check_features(x_unlabelled, "x_unlabelled")
-        y_labelled = np.asarray(y_labelled)
+        y_labelled = class_ids(y_labelled, self.num_classes, "y_labelled")
         if len(y_labelled) != len(x_labelled):
             raise ValueError(f"x_labelled ({len(x_labelled)}) and y_labelled ({len(y_labelled)}) must have the same length.")
         if x_unlabelled.shape[1] != x_labelled.shape[1]:
             raise ValueError(f"labelled ({x_labelled.shape[1]}) and unlabelled ({x_unlabelled.shape[1]}) samples "
                              "must have the same number of features.")
-        if not np.issubdtype(y_labelled.dtype, np.integer) or y_labelled.min() < 0 or y_labelled.max() >= self.num_classes:
-            raise ValueError(f"y_labelled must be integer classes in [0, {self.num_classes}).")
         empty = np.zeros((0, self.num_classes))
         self.weights_, self.means_, self.covariances_ = gmm_m_step(
             x_labelled, y_labelled, x_unlabelled[:0], empty, self.num_classes, self.reg_covar)
@@ -1310,8 +1403,8 @@ def class_weights(labels, num_classes: int) -> dict:
     scikit-learn's ``compute_class_weight("balanced")`` (King & Zeng 2001): a class
     seen half as often weighs twice as much. Every class must occur. Notebook 11, exercise 1.
     """
-    labels = np.asarray(labels).astype(int)
     num_classes = check_positive_int(num_classes, "num_classes")
+    labels = class_ids(labels, num_classes)  # (N,), (N, 1) or one-hot
     counts = np.bincount(labels, minlength=num_classes)
     if len(counts) > num_classes or (counts == 0).any():
         raise ValueError(f"labels must cover every class 0..{num_classes - 1} (counts {counts.tolist()}).")

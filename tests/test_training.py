@@ -401,11 +401,75 @@ def test_imagenet_wrapper_takes_unit_range_images(monkeypatch):
     """With the download stood in by the same architecture without weights, the wrapper's plumbing is checked."""
     import keras.applications
 
-    monkeypatch.setattr(training, "_build_imagenet_mobilenet_v2", lambda shape, alpha: keras.applications.MobileNetV2(
-        input_shape=shape, alpha=alpha, include_top=False, weights=None, pooling="avg"))
+    monkeypatch.setattr(training, "_build_imagenet_mobilenet_v2",
+                        lambda shape, alpha, include_top=False: keras.applications.MobileNetV2(
+                            input_shape=shape, alpha=alpha, include_top=False, weights=None, pooling="avg"))
     monkeypatch.setattr(os.path, "exists", lambda p: True)
     backbone = training.imagenet_mobilenet_v2((96, 96, 3), alpha=0.35)
     assert backbone.output_shape == (None, 1280)
     n = training.unfreeze_top(backbone, 10)
     leaves = [layer for layer in training._leaf_layers(backbone) if layer.weights][-10:]
     assert n == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in leaves)
+
+
+def _fabricate_mobilenet_v2_weights(home, alpha, rows, include_top):
+    """keras.applications' weight file, saved from a random model in its legacy .h5 layout (as tests/test_gpu_profile.py)."""
+    import h5py
+    import keras.applications
+    from keras.src.legacy.saving import legacy_h5_format
+
+    path = training._imagenet_weights_file(alpha, rows, include_top)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model = keras.applications.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, include_top=include_top,
+                                           weights=None, classifier_activation=None)
+    rng = np.random.default_rng(1)  # move every weight off its initial value, so a loaded file is told from a fresh model
+    for w in model.weights:
+        v = w.numpy() + rng.normal(0, 0.05, w.shape).astype(np.float32)
+        w.assign(np.abs(v) + 0.5 if "variance" in w.path else v)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return model
+
+
+def test_imagenet_classifier_loads_cached_weights_and_outputs_logits(monkeypatch, tmp_path):
+    """include_top=True: the 1000-class head from the cached with-top file, as logits, explainable by Grad-CAM."""
+    from keras.src.backend import config as keras_config
+
+    from course_lib import explain
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras_config, "keras_home", lambda: str(tmp_path))  # Keras read $KERAS_HOME at import
+    with pytest.raises(training.PretrainedWeightsUnavailable, match="no offline stand-in") as info:
+        training.imagenet_mobilenet_v2((96, 96, 3), alpha=0.35, allow_download=False, include_top=True)
+    assert "\n" not in str(info.value) and "classifier" in str(info.value)
+    source = _fabricate_mobilenet_v2_weights(str(tmp_path), 0.35, 96, include_top=True)
+    assert os.path.basename(training._imagenet_weights_file(0.35, 96, True)) == \
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96.h5"
+    # the no-top file is still missing: asking for the backbone must not pick up the classifier's weights
+    with pytest.raises(training.PretrainedWeightsUnavailable, match="pretrain a backbone"):
+        training.imagenet_mobilenet_v2((96, 96, 3), alpha=0.35, allow_download=False)
+
+    model = training.imagenet_mobilenet_v2((96, 96, 3), alpha=0.35, allow_download=False, include_top=True)
+    assert model.name == "imagenet_mobilenet_v2_classifier" and model.output_shape == (None, 1000)
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 96, 96, 3)).astype(np.float32)
+    logits = np.asarray(model(x))
+    # the cached weights were loaded (same numbers as the model they were saved from, fed [-1, 1] images) ...
+    expected = np.asarray(source(x * 2 - 1))
+    assert np.abs(expected).max() > 0.1  # a test that can fail: a fresh model gives other numbers
+    np.testing.assert_allclose(logits, expected, rtol=1e-3, atol=1e-4)
+    # ... and the head outputs logits, not probabilities
+    assert model.layers[-1].get_layer("predictions").activation is keras.activations.linear
+    maps = explain.grad_cam(model, x)
+    assert maps.shape == (2, 96, 96) and maps.dtype == np.float32 and np.isfinite(maps).all()
+    with pytest.raises(ValueError, match="Resize the images"):
+        training.imagenet_mobilenet_v2((100, 100, 3), include_top=True)
+
+
+def test_imagenet_class_name():
+    assert training.imagenet_class_name(281) == "281 tabby cat"
+    assert training.imagenet_class_name(np.int64(917)) == "class 917"
+    assert set(training.IMAGENET_CAT_CLASSES) == {281, 282, 283, 284, 285}
+    assert all(0 <= i < 1000 for i in training.IMAGENET_CLASS_NAMES)
+    with pytest.raises(ValueError, match=r"\[0, 999\]"):
+        training.imagenet_class_name(1000)

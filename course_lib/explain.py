@@ -891,7 +891,7 @@ def localization_accuracy(model, images, labels, boxes, method="grad_cam", thres
                           layer=None, batch_size=64, output=None) -> dict:
     """Weakly supervised localization scores, the CAM paper's protocol (Zhou et al. 2016, Sec. 3).
 
-    For each image: the map of the true class by ``method`` ("cam", "grad_cam",
+    For each image (``labels`` (N,), (N, 1) or one-hot (N, K)): the map of the true class by ``method`` ("cam", "grad_cam",
     "grad_cam_plus_plus"), :func:`cam_to_box` at ``threshold``, IoU with the ground-truth
     box (the best over the boxes when ``boxes`` is (N, K, 4)). Returns a dict with
     ``classification_accuracy``; ``localization_accuracy`` (top-1: class right *and*
@@ -902,11 +902,13 @@ def localization_accuracy(model, images, labels, boxes, method="grad_cam", thres
     model = _select_output(model, output)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+    from .training import class_ids
+
     images = check_images(images)
-    labels = np.asarray(labels)
+    labels = class_ids(labels)  # (N,), (N, 1) or one-hot (N, K)
     boxes = np.asarray(boxes, np.float32)
     if labels.shape != (len(images),):
-        raise ValueError(f"labels must be (N,) = ({len(images)},); got shape {labels.shape}.")
+        raise ValueError(f"labels must have one class per image (N = {len(images)}); got {len(labels)}.")
     if boxes.shape[0] != len(images) or boxes.shape[-1] != 4 or boxes.ndim not in (2, 3):
         raise ValueError(f"boxes must be (N, 4) or (N, K, 4) with N = {len(images)}; got shape {boxes.shape}.")
     graph = _graph(model, images)

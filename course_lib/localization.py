@@ -506,9 +506,12 @@ def localization_report(model, images, labels, boxes, batch_size: int = 256) -> 
 
     ``"correct_and_iou50"`` counts an image as right when the class is right *and* the
     box overlaps the truth by IoU >= 0.5 (the classic single-object localization
-    criterion of ImageNet's challenge). Returns also the predictions.
+    criterion of ImageNet's challenge). ``labels``: (N,), (N, 1) or one-hot (N, K)
+    (:func:`course_lib.training.class_ids`). Returns also the predictions.
     """
-    labels = np.asarray(labels)
+    from .training import class_ids
+
+    labels = class_ids(labels)  # a (N, 1) column would broadcast against (N,) predictions into (N, N)
     boxes = check_boxes(boxes)
     out = model.predict(images, batch_size=batch_size, verbose=0)
     pred_class = np.asarray(out["class"]).argmax(axis=-1)
@@ -700,12 +703,15 @@ def to_center_xywh(boxes) -> np.ndarray:
 def multitask_loss_np(labels, logits, true_boxes, pred_boxes, alpha) -> float:
     """The multitask loss in NumPy: alpha * mean cross-entropy + (1 - alpha) * mean squared box error.
 
-    S is the softmax cross-entropy of ``logits`` (N, K) for integer ``labels`` (N,), R the
+    S is the softmax cross-entropy of ``logits`` (N, K) for ``labels`` (N,), (N, 1) or one-hot (N, K), R the
     squared L2 box error summed over the 4 coordinates and averaged over the boxes;
     :func:`multitask_loss` combines them (ValueError unless 0 < alpha < 1). Notebook 05, exercise 3.
     """
+    from .training import class_ids
+
     alpha = check_alpha(alpha)
-    labels, logits = np.asarray(labels).astype(int), np.asarray(logits, np.float64)
+    logits = np.asarray(logits, np.float64)
+    labels = class_ids(labels, logits.shape[-1])  # (N,), (N, 1) or one-hot
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     s = -log_p[np.arange(len(labels)), labels].mean()

@@ -339,9 +339,10 @@ def class_ids(labels, num_classes: int | None = None, name: str = "labels") -> n
     """Integer class ids, int64 (N,), from labels of shape (N,), (N, 1) or one-hot (N, K).
 
     The three shapes the course meets: MNIST's (N,), CIFAR-10's (N, 1) and one-hot
-    (N, K) rows (exactly one 1, the rest 0; then K must equal ``num_classes`` when it is
-    given). Ids must be whole numbers in [0, ``num_classes``). Anything else (soft
-    targets, scores, (N, H, W), non-integers) raises a ValueError that names the shape.
+    (N, K) rows (exactly one 1, the rest 0, any numeric dtype; then K must equal
+    ``num_classes`` when it is given). Ids (N,) or (N, 1) must have an integer dtype and
+    lie in [0, ``num_classes``). Anything else (soft targets, scores, float ids, (N, H, W))
+    raises a ValueError that names the shape.
     The one place where every label-taking helper of ``course_lib`` reads labels.
     """
     arr = np.asarray(labels)
@@ -360,8 +361,9 @@ def class_ids(labels, num_classes: int | None = None, name: str = "labels") -> n
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise ValueError(f"{name} must be class ids (N,) or (N, 1), or one-hot (N, K); got shape {shape}.")
-    if arr.size and (not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))):
-        raise ValueError(f"{name} of shape {shape} must hold whole class ids; got values such as {arr[:3].tolist()}.")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} of shape {shape} must be integer class ids; got dtype {arr.dtype} (values such as "
+                         f"{arr[:3].tolist()}). Convert whole numbers with .astype(int); threshold scores first.")
     if arr.size and (arr.min() < 0 or (num_classes is not None and arr.max() >= num_classes)):
         upper = "" if num_classes is None else f", {num_classes}"
         raise ValueError(f"{name} must lie in [0{upper}); got values in [{arr.min()}, {arr.max()}].")
@@ -431,7 +433,7 @@ def mixup(dataset, alpha: float = 0.2, num_classes: int | None = None, seed: int
 
     Each example is mixed with another example of the same batch (a random permutation)
     with its own :math:`\\lambda \\sim \\mathrm{Beta}(\\alpha, \\alpha)` (Zhang et al. 2018; the
-    paper uses :math:`\alpha \in [0.1, 0.4]` on ImageNet). Class ids of shape (B,) or (B, 1)
+    paper uses :math:`\\alpha \\in [0.1, 0.4]` on ImageNet). Class ids of shape (B,) or (B, 1)
     (CIFAR-10's) are one-hot encoded first, which needs ``num_classes``; one-hot or soft
     targets (B, K) are mixed as they are (K must equal ``num_classes`` when given); other
     shapes raise a ValueError that names them. The mixed targets are soft, so compile with

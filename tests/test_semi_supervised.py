@@ -299,7 +299,7 @@ def test_gmm_rejects_bad_input():
         T.SemiSupervisedGMM(3).fit(x[:5], y[:4], x[5:])
     with pytest.raises(ValueError, match="2-D array"):
         T.SemiSupervisedGMM(3).fit(x[:5, 0], y[:5], x[5:])
-    with pytest.raises(ValueError, match=r"integer classes in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"y_labelled must lie in \[0, 2\); got values in \[0, 2\]"):
         T.SemiSupervisedGMM(2).fit(x[:5], y[:5], x[5:])
     with pytest.raises(ValueError, match="shapes do not match"):
         T.gmm_e_step(x, [1.0], np.zeros((1, 3)), np.eye(3)[None])

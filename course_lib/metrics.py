@@ -358,10 +358,15 @@ def roc_curve(y_true, scores, drop_intermediate: bool = True):
     For each threshold t (every distinct score, decreasing), predict positive when
     ``score >= t``; TPR = TP / P and FPR = FP / N. A first point (0, 0) with threshold
     ``inf`` (nothing predicted positive) starts the curve. With ``drop_intermediate``
-    (the default, as in scikit-learn) a point is dropped when it lies on the straight
-    segment between its neighbours (both count sequences have a zero second
-    difference): it changes neither the drawn curve nor the area. With one class
-    only, the undefined rate is NaN with an :class:`UndefinedMetricWarning`.
+    (the default) a point is dropped when the steps to it and from it are *equal*:
+    both the false- and the true-positive counts have a zero second difference there,
+    scikit-learn's rule (``sklearn.metrics.roc_curve``, same output). Such a point lies
+    on the segment between its neighbours, so dropping it changes neither the drawn
+    curve nor the area. Not every collinear point is dropped: with counts
+    FP = 1, 3, 7 and TP = 1, 2, 4 the middle point is on the line but the steps
+    (2, 1) and (4, 2) differ, so it is kept (keeping a redundant point is harmless;
+    scikit-learn keeps it too). With one class only, the undefined rate is NaN with an
+    :class:`UndefinedMetricWarning`.
     """
     y_true, scores = _check_scores(y_true, scores)
     tps, fps, thresholds = _counts_at_thresholds(y_true, scores)

@@ -146,11 +146,27 @@ class ChannelStandardizer(_Normalizer):
     ``mean_`` and ``std_`` have shape (C,); ``std_`` is the population standard
     deviation over all training pixels, exactly what ``keras.layers.Normalization.adapt``
     computes, so :meth:`keras_layer` and ``adapt`` give the same layer.
+
+    A channel with zero training variance is divided by ``max(std, 1e-7)``, as Keras'
+    ``Normalization`` does, and :meth:`fit` warns (``UserWarning`` naming the channel).
+    scikit-learn's ``StandardScaler`` (on ``x.reshape(-1, C)``, same mean and population
+    std otherwise) differs there: it sets such a channel's ``scale_`` to 1, so new
+    images give x - mean where this class gives (x - mean) * 1e7. Training images give 0
+    in both.
     """
 
     def _fit(self, x):
         self.mean_ = x.mean(axis=(0, 1, 2))
         self.std_ = x.std(axis=(0, 1, 2))
+        flat = np.flatnonzero(self.std_ < STD_FLOOR)
+        if flat.size:
+            import warnings
+
+            warnings.warn(f"channel(s) {flat.tolist()} have zero variance in the training images (constant "
+                          f"{self.mean_[flat].round(6).tolist()}); they are divided by {STD_FLOOR} as in "
+                          "keras.layers.Normalization, so any other value on new images becomes huge "
+                          "(sklearn's StandardScaler would divide by 1). Drop the channel or check the data.",
+                          UserWarning, stacklevel=3)
 
     def _transform(self, x):
         return (x - self.mean_) / np.maximum(self.std_, STD_FLOOR)

@@ -177,6 +177,26 @@ def test_roc_curve_matches_sklearn(drop):
         np.testing.assert_allclose(thr, thr_r, **TOL)
 
 
+def test_roc_drop_intermediate_drops_equal_steps_and_keeps_other_collinear_points():
+    """Issue 16, kind 6: the docstring's rule (equal steps), checked on both cases and against sklearn."""
+    # Equal steps: counts (FP, TP) = (1, 1), (2, 2), (3, 3): the middle point is dropped.
+    y, s = [0, 1, 0, 1, 0, 1], [0.9, 0.9, 0.5, 0.5, 0.1, 0.1]
+    fpr, tpr, thr = m.roc_curve(y, s, drop_intermediate=True)
+    np.testing.assert_allclose(fpr, [0, 1 / 3, 1], **TOL)
+    np.testing.assert_allclose(thr, [np.inf, 0.9, 0.1], **TOL)
+    # Collinear but unequal steps: (1, 1), (3, 2), (7, 4); the middle point lies on the line
+    # from (1/7, 1/4) to (1, 1) and is kept, by sklearn too.
+    y = [0, 1] + [0, 0, 1] + [0, 0, 0, 0, 1, 1]
+    s = [0.9] * 2 + [0.5] * 3 + [0.1] * 6
+    fpr, tpr, thr = m.roc_curve(y, s, drop_intermediate=True)
+    np.testing.assert_allclose(fpr, [0, 1 / 7, 3 / 7, 1], **TOL)
+    np.testing.assert_allclose(tpr, [0, 1 / 4, 2 / 4, 1], **TOL)
+    slope = lambda i, j: (tpr[j] - tpr[i]) / (fpr[j] - fpr[i])  # noqa: E731
+    assert slope(1, 2) == pytest.approx(slope(2, 3))  # collinear
+    for ours, ref in zip((fpr, tpr, thr), sk.roc_curve(y, s, drop_intermediate=True)):
+        np.testing.assert_allclose(ours, ref, **TOL)
+
+
 @pytest.mark.parametrize("drop", [False, True])
 def test_pr_curve_matches_sklearn(drop):
     for y, s in _score_cases(seed=6):

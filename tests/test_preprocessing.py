@@ -51,6 +51,33 @@ def test_channel_standardizer_equals_adapted_keras_normalization(images):
     np.testing.assert_allclose(norm(images).numpy(), cs.transform(images), atol=1e-4)
 
 
+def test_channel_standardizer_zero_variance_warns_and_differs_from_sklearn_as_documented(images, other_images):
+    """Issue 16, kind 6: Keras' division by 1e-7 is kept, with a warning; StandardScaler divides by 1."""
+    import warnings
+
+    from sklearn.preprocessing import StandardScaler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning when every channel varies
+        P.ChannelStandardizer().fit(images)
+    flat = images.copy()
+    flat[..., 1] = 0.25
+    with pytest.warns(UserWarning, match=r"channel\(s\) \[1\] have zero variance .*constant \[0.25\].*1e-07"):
+        cs = P.ChannelStandardizer().fit(flat)
+    sk = StandardScaler().fit(flat.reshape(-1, 3).astype(np.float64))
+    np.testing.assert_allclose(cs.mean_, sk.mean_, rtol=1e-12)
+    np.testing.assert_allclose(cs.std_[[0, 2]], sk.scale_[[0, 2]], rtol=1e-12)  # the varying channels agree
+    assert cs.std_[1] == 0.0 and sk.scale_[1] == 1.0  # the documented difference
+    np.testing.assert_allclose(cs.transform(flat)[..., 1], 0.0)  # training images: 0 in both
+    new = other_images.copy()
+    new[..., 1] = 0.5
+    np.testing.assert_allclose(cs.transform(new)[..., 1], (0.5 - 0.25) / 1e-7, rtol=1e-5)
+    np.testing.assert_allclose(sk.transform(new.reshape(-1, 3))[:, 1], 0.5 - 0.25, rtol=1e-12)
+    norm = keras.layers.Normalization(axis=-1)  # and Keras, adapted on the same images, divides by 1e-7 too
+    norm.adapt(flat)
+    np.testing.assert_allclose(norm(new).numpy()[..., 1], cs.transform(new)[..., 1], rtol=1e-3)
+
+
 def test_pca_whitening_equals_sklearn(images, other_images):
     ours = P.PCAWhitening(n_components=40, eps=0.0).fit(images)
     ref = PCA(n_components=40, whiten=True, svd_solver="full").fit(images.reshape(len(images), -1).astype("float64"))

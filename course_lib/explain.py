@@ -4,8 +4,10 @@ Sections (in this order):
 
 1. **Model plumbing**: run any functional, Sequential or nested Keras model layer by
    layer, record an inner feature map (also inside a nested backbone), strip a final
-   softmax, swap ReLU gradients for guided ones, and cache one compiled function per
-   model and layer. The model itself is never changed.
+   softmax or sigmoid (any spelling), choose one of several outputs, swap ReLU gradients
+   for guided ones, and cache one compiled function per model and layer. The model
+   itself is never changed (a squash inside a layer is left out by calling that layer
+   once with a linear activation, restored at once).
 2. **Class activation maps**: :func:`cam` (Zhou et al. 2016), :func:`grad_cam`
    (Selvaraju et al. 2017) and :func:`grad_cam_plus_plus` (Chattopadhay et al. 2018).
 3. **Gradients on the input**: :func:`saliency` (Simonyan et al. 2014),
@@ -104,12 +106,17 @@ def _squash_kind(op):
     recognised (hard_sigmoid, a lambda, a softmax over another axis): its logit is unknown.
     """
     axis = None
+    cls = type(op).__name__
     if isinstance(op, keras.layers.Softmax):
         kind, axis = "softmax", op.axis
-    elif not isinstance(op, keras.layers.Layer) and type(op).__name__ in _SQUASH_OPS:
-        kind, axis = _SQUASH_OPS[type(op).__name__], getattr(op, "axis", -1)
+    elif not isinstance(op, keras.layers.Layer) and cls in _SQUASH_OPS:
+        kind, axis = _SQUASH_OPS[cls], getattr(op, "axis", -1)
+    elif not isinstance(op, keras.layers.Layer) and ("Softmax" in cls or "Sigmoid" in cls):  # e.g. keras.ops.hard_sigmoid
+        raise ValueError(f"the model's output is keras.ops' {cls} ({op.name!r}), whose logit course_lib.explain "
+                         "cannot recover; output logits, or use keras.ops.softmax / keras.ops.sigmoid.")
     else:
-        act = getattr(op, "activation", None)
+        # Dense / Conv2D / Activation(...) keep it in .activation; Lambda(tf.nn.softmax) in .function.
+        act = op.function if isinstance(op, keras.layers.Lambda) else getattr(op, "activation", None)
         if not callable(act):
             return None
         name = getattr(act, "__name__", type(act).__name__)
@@ -118,7 +125,7 @@ def _squash_kind(op):
         if name in SIGMOID_NAMES:
             return "sigmoid"
         if "softmax" in name or "sigmoid" in name or "lambda" in name:
-            raise ValueError(f"the model's output layer {op.name!r} ends in the activation {name!r}, whose logit "
+            raise ValueError(f"the model's output layer {op.name!r} ends in the function {name!r}, whose logit "
                              "course_lib.explain cannot recover; build the output layer without it (logits, "
                              "activation=None) or with 'softmax' / 'sigmoid'.")
         return None
@@ -129,8 +136,8 @@ def _squash_kind(op):
 
 
 def _is_softmax(op) -> bool:
-    """True for a squash that is an operation of its own (Softmax, Activation('softmax' / 'sigmoid'), keras.ops)."""
-    return (isinstance(op, (keras.layers.Softmax, keras.layers.Activation))
+    """True for a squash that is an operation of its own (Softmax, Activation, Lambda, keras.ops), not an activation=."""
+    return (isinstance(op, (keras.layers.Softmax, keras.layers.Activation, keras.layers.Lambda))
             or (not isinstance(op, keras.layers.Layer) and type(op).__name__ in _SQUASH_OPS))
 
 
@@ -1063,7 +1070,7 @@ def activation_maximization(model, objective: int, layer: str | None = None, ste
 
     Maximises S(x) - l2 * ||x - 0.5||^2 over images x in [0, 1] (Simonyan et al. 2014,
     eq. 1, there on the zero-centred image; Erhan et al. 2009). S is the logit of class
-    ``objective`` (``layer=None``; a final softmax is stripped) or the mean over the map
+    ``objective`` (``layer=None``; a final softmax or sigmoid is stripped) or the mean over the map
     of channel ``objective`` of ``layer``. Each step adds lr * g / rms(g) (the gradient
     normalised by its root mean square, a common stabiliser) and clips x to [0, 1].
     Starts from grey plus a little noise. Returns ``(image (H, W, C), S at each step)``.
@@ -1073,7 +1080,7 @@ def activation_maximization(model, objective: int, layer: str | None = None, ste
         model = _select_output(model, output)
     steps = check_positive_int(steps, "steps")
     if not (0 < lr < np.inf and 0 <= l2 < np.inf):
-        raise ValueError(f"lr must be finite and > 0, l2 finite and >= 0; got lr={lr}, l2={l2}.")
+        raise ValueError(f"lr must be > 0 and l2 >= 0, both finite; got lr={lr}, l2={l2}.")
     shape = tuple(input_shape or model.inputs[0].shape[1:])
     rng = np.random.default_rng(seed)
     start = (0.5 + 0.01 * rng.standard_normal((1, *shape))).astype(np.float32)

@@ -9,17 +9,27 @@ from __future__ import annotations
 import numpy as np
 
 
+def _titles(values, name):
+    """Strings as they are; numbers as class ids (N,) from (N,), (N, 1) or one-hot (N, K)."""
+    if values is None or np.asarray(values).dtype.kind in "USO":
+        return values
+    from .training import class_ids
+
+    return class_ids(values, name=name)
+
+
 def show_images(images, labels=None, class_names=None, predictions=None, boxes=None, ncols: int = 8,
                 title: str | None = None, size: float = 1.6):
     """Show a grid of images with their labels (and predictions, and boxes) as titles.
 
-    ``images`` (N, H, W, C) or (N, H, W) in [0, 1]; ``labels`` / ``predictions`` ints
-    (shown through ``class_names`` when given) or strings; a wrong prediction is
-    titled in red. ``boxes`` (N, 4) or (N, K, 4) normalised (x_min, y_min, x_max, y_max)
-    are drawn in white.
+    ``images`` (N, H, W, C) or (N, H, W) in [0, 1]; ``labels`` / ``predictions`` class
+    ids (N,), (N, 1) or one-hot (N, K) (read by ``training.class_ids``, shown through
+    ``class_names`` when given) or strings; a wrong prediction is titled in red.
+    ``boxes`` (N, 4) or (N, K, 4) normalised (x_min, y_min, x_max, y_max) are drawn in white.
     """
     import matplotlib.pyplot as plt
 
+    labels, predictions = _titles(labels, "labels"), _titles(predictions, "predictions")
     images = np.asarray(images)
     if images.ndim not in (3, 4):
         raise ValueError(f"images must be (N, H, W) or (N, H, W, C); got shape {images.shape}.")

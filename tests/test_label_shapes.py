@@ -169,3 +169,19 @@ def test_localization_and_explain_helpers_read_every_label_shape():
         assert acc["classification_accuracy"] == pytest.approx(np.mean(predicted == IDS))
     with pytest.raises(ValueError, match=r"labels of shape \(12, 4\) are not one-hot"):
         loc.localization_report(model, images, np.full((n, K), 0.25), boxes)
+
+
+def test_show_images_titles_every_label_shape():
+    from course_lib import viz
+
+    images = np.zeros((len(IDS), 4, 4, 1), np.float32)
+    names = ["zero", "one", "two", "three"]
+    want = [names[i] for i in IDS]
+    for labels in _shapes().values():
+        fig = viz.show_images(images, labels=labels, predictions=_shapes()["column"], class_names=names)
+        titles = [ax.get_title() for ax in fig.axes[: len(IDS)]]
+        assert titles == [f"{w} / {w}" for w in want]  # a (N, 1) column used to print "[3]"
+    fig = viz.show_images(images[:2], labels=np.array(["cat", "dog"]))
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["cat", "dog"]
+    with pytest.raises(ValueError, match=r"predictions of shape \(12, 4\) are not one-hot"):
+        viz.show_images(images, predictions=np.full((len(IDS), K), 0.25))

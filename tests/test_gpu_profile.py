@@ -3,8 +3,8 @@
 No GPU is needed: this test forces the gpu profile (``COURSE_LIB_PROFILE=gpu``), points
 ``KERAS_HOME`` at a temporary folder holding small *fabricated* files in the real
 formats of the Keras cache (``mnist.npz``, Fashion-MNIST's gzipped IDX files,
-CIFAR-10's pickled batches, keras.applications' MobileNetV2 ImageNet weights saved from
-a randomly initialised model under the file name Keras looks for), and executes each
+CIFAR-10's pickled batches, keras.applications' MobileNetV2 ImageNet weights, without and with the 1000-class
+top, saved from a randomly initialised model under the file names Keras looks for), and executes each
 notebook's cells tagged ``gpu-path`` (setup, parameters, data loading, model
 construction, the first training cell) in a fresh kernel. One cell is injected right
 after the ``parameters`` cell, papermill style, to shrink the sizes (a few dozen
@@ -57,16 +57,25 @@ SHRINK = {
         check="assert len(test_clean) > 0",
     ),
     "07_cam_and_gradcam": dict(
-        set="N_TRAIN = 40; N_VAL = N_TEST = 20; N_TWO = 10; N_HANS_TRAIN = 40; EPOCHS = EPOCHS_HANS = 1",
-        check="assert len(history.history['loss']) == 1",
+        set="N_TRAIN = 40; N_VAL = N_TEST = 20; N_TWO = 10; N_HANS_TRAIN = 40; EPOCHS = EPOCHS_HANS = 1\n"
+            "IMAGENET_ALPHA, IMAGENET_SIZE = 0.35, 96",
+        check="assert len(history.history['loss']) == 1\n"
+              "assert imagenet_model.output_shape == (None, 1000)  # section 14: the with-top weights came from the cache\n"
+              "assert all(m.shape == (4, 96, 96) for m in photo_maps.values())",
     ),
     "08_visualizing_cnns": dict(
-        set="N_TRAIN = 40; N_VAL = 20; EPOCHS = 1; AM_STEPS = 2",
-        check="assert len(history.history['loss']) == 1",
+        set="N_TRAIN = 40; N_VAL = 20; EPOCHS = 1; AM_STEPS = 2\n"
+            "IMAGENET_ALPHA, IMAGENET_SIZE = 0.35, 96; IMAGENET_AM_STEPS = 2",
+        check="assert len(history.history['loss']) == 1\n"
+              "assert imagenet_filters.shape == (3, 3, 3, 16)  # section 6: Conv1 of the cached MobileNetV2 (alpha 0.35)\n"
+              "assert am_image.shape == (96, 96, 3) and len(am_scores) == 2",
     ),
     "09_beyond_gradcam": dict(
-        set="N_TRAIN = 40; N_VAL = N_TEST = 20; N_EVAL = 4; EPOCHS = 1; N_GAIN = 40; GAIN_EPOCHS = 1",
-        check="assert len(history.history['loss']) == 1",
+        set="N_TRAIN = 40; N_VAL = N_TEST = 20; N_EVAL = 4; EPOCHS = 1; N_GAIN = 40; GAIN_EPOCHS = 1\n"
+            "IMAGENET_ALPHA, IMAGENET_SIZE = 0.35, 96; IMAGENET_MASKS = 50",
+        check="assert len(history.history['loss']) == 1\n"
+              "assert imagenet_model.output_shape == (None, 1000)  # section 8: the with-top weights came from the cache\n"
+              "assert photo_maps['RISE'].shape == (4, 96, 96) and photo_faith['RISE']['insertion'].shape == (4, N_STEPS + 1)",
     ),
     "10_semi_supervised": dict(
         set="STEPS = 6; EPOCHS = 2",
@@ -116,7 +125,8 @@ def fabricate_keras_cache(home, n_train=100, n_test=40, seed=0):
 
 
 #: keras.applications.MobileNetV2 weights the notebooks' gpu path loads: (alpha, rows, include_top).
-WEIGHTS = [(0.35, 96, False)]
+#: Notebook 04's backbone has no top; 07-09 explain the whole classifier (their IMAGENET_ALPHA / _SIZE shrunk to these).
+WEIGHTS = [(0.35, 96, False), (0.35, 96, True)]
 
 
 def fabricate_mobilenet_v2_weights(home, which=WEIGHTS):
@@ -157,6 +167,8 @@ def test_fabricated_cache_is_what_the_real_loaders_read(keras_home, monkeypatch)
         assert x_tr.shape[1:] == shape and len(x_tr) == 100 and len(x_te) == 40 and set(y_tr) == set(range(10))
     model = training.imagenet_mobilenet_v2((96, 96, 3), alpha=0.35, allow_download=False)
     assert model(np.zeros((1, 96, 96, 3), np.float32)).shape == (1, 1280)
+    classifier = training.imagenet_mobilenet_v2((96, 96, 3), alpha=0.35, allow_download=False, include_top=True)
+    assert classifier(np.zeros((1, 96, 96, 3), np.float32)).shape == (1, 1000)
 
 
 # ------------------------------------------------------------------ the notebooks' gpu path

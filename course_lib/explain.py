@@ -141,6 +141,12 @@ def _is_softmax(op) -> bool:
             or (not isinstance(op, keras.layers.Layer) and type(op).__name__ in _SQUASH_OPS))
 
 
+def _passes_through(op) -> bool:
+    """A layer that only moves or copies values (Flatten, Dropout, Activation('linear'), ...)."""
+    return isinstance(op, _SHAPE_ONLY) or (isinstance(op, keras.layers.Activation) and
+                                           _activation_name(op) == "linear")
+
+
 def _producer(tensor):
     """(operation, the tensor feeding it or None) for a symbolic tensor of a functional model."""
     op, node_index, _ = tensor._keras_history
@@ -170,7 +176,7 @@ def _find_tail(model):
         chain = []
         for layer in reversed(model.layers):
             chain.append(layer)
-            if not isinstance(layer, _SHAPE_ONLY):
+            if not _passes_through(layer):
                 break
         before = None
         if len(chain) < len(model.layers):
@@ -180,7 +186,7 @@ def _find_tail(model):
         while True:
             op, tensor = _producer(tensor)
             chain.append(op)
-            if not isinstance(op, _SHAPE_ONLY) or tensor is None:
+            if not _passes_through(op) or tensor is None:
                 break
         before = _producer(tensor)[0] if tensor is not None and hasattr(tensor, "_keras_history") else None
     head = chain[-1]

@@ -107,6 +107,7 @@ SOFTMAX_HEADS = {
     "functional_nested_head": lambda x: _functional_head(x, lambda t: L.Softmax()(_dense(K)(_gap(t)))),
     "keras_ops_log_softmax_on_tensor": lambda x: keras.ops.log_softmax(_dense(K)(_gap(x))),
     "softmax_then_dropout": lambda x: L.Dropout(0.5)(_dense(K, "softmax")(_gap(x))),
+    "softmax_then_linear_activation": lambda x: L.Activation("linear")(L.Softmax()(_dense(K)(_gap(x)))),
     "conv_softmax_then_flatten": lambda x: L.Flatten()(_conv1x1(K, tf.nn.softmax)(
         L.GlobalAveragePooling2D(keepdims=True)(x))),
     "nested_head_activation": lambda x: keras.Sequential(

@@ -1284,10 +1284,13 @@ def warp_matrix(shape, angle=0.0, shift=(0.0, 0.0)):
 
     Output pixel p takes the bilinear interpolation of the input at R^-1 (p - c - t) + c;
     outside the image counts as 0. The same operator A_l warps the image (channel by
-    channel) and the high-resolution heat-map in :func:`augmented_grad_cam`.
+    channel) and the high-resolution heat-map in :func:`augmented_grad_cam`. A non-finite
+    angle or shift raises a ValueError.
     """
     from scipy import sparse
 
+    if not np.isfinite([angle, *shift]).all() or len(shift) != 2:
+        raise ValueError(f"angle (degrees) and shift (dy, dx) must be finite numbers; got {angle}, {tuple(shift)}.")
     h, w = int(shape[0]), int(shape[1])
     yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
     cy, cx = (h - 1) / 2, (w - 1) / 2

@@ -302,6 +302,8 @@ def test_layer_activations_on_multi_output_models(multitask, backbone, images):
     assert ex.receptive_field(multitask, "feat") == (3, 3, 11, 11)
     patches, _, _ = ex.max_activating_patches(multitask, images, "feat", channel=0, k=2)
     assert patches.shape == (2, 8, 8, 3)
+    image, scores = ex.activation_maximization(multitask, 0, layer="feat", steps=4)  # a unit: no output needed
+    assert image.shape == (SIZE, SIZE, 3) and np.isfinite(scores).all()
 
 
 def test_two_input_models_are_refused_clearly(backbone, images):
@@ -483,6 +485,12 @@ def test_augmented_grad_cam_extremes(small, images):
                           (dict(max_angle=float("nan")), "max_angle"), (dict(max_shift=float("inf")), "max_shift")]:
         with pytest.raises(ValueError, match=match):
             ex.augmented_grad_cam(small, images[0], steps=5, **kwargs)
+
+
+def test_warp_matrix_refuses_non_finite_warps():
+    for angle, shift in ((float("nan"), (0.0, 0.0)), (0.0, (float("inf"), 0.0))):
+        with pytest.raises(ValueError, match="angle .* and shift .* must be finite"):
+            ex.warp_matrix((SIZE, SIZE), angle, shift)
 
 
 def test_activation_maximization_refuses_non_finite_steps(small):

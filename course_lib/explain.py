@@ -119,7 +119,12 @@ def _squash_kind(op):
         act = op.function if isinstance(op, keras.layers.Lambda) else getattr(op, "activation", None)
         if not callable(act):
             return None
-        name = getattr(act, "__name__", type(act).__name__)
+        if isinstance(act, keras.layers.Layer):  # activation=keras.layers.Softmax()
+            return _squash_kind(act)
+        if getattr(act, "keywords", {}).get("axis", -1) != -1:  # functools.partial(softmax, axis=1)
+            raise ValueError(f"the model's output layer {op.name!r} applies a softmax over axis "
+                             f"{act.keywords['axis']}, not the class axis (-1); output logits instead.")
+        name = getattr(getattr(act, "func", act), "__name__", type(act).__name__)  # a partial names its function
         if name in SOFTMAX_NAMES:
             return "softmax"
         if name in SIGMOID_NAMES:

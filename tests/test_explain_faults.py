@@ -10,6 +10,8 @@
    the float32 model's.
 """
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,8 @@ SOFTMAX_HEADS = {
     "activation_string": lambda x: L.Activation("softmax")(_dense(K)(_gap(x))),
     "activation_tf_nn": lambda x: L.Activation(tf.nn.softmax)(_dense(K)(_gap(x))),
     "activation_keras_ops": lambda x: L.Activation(keras.ops.softmax)(_dense(K)(_gap(x))),
+    "dense_softmax_layer_as_activation": lambda x: _dense(K, L.Softmax())(_gap(x)),
+    "dense_partial_softmax": lambda x: _dense(K, functools.partial(keras.activations.softmax, axis=-1))(_gap(x)),
     "softmax_layer": lambda x: L.Softmax()(_dense(K)(_gap(x))),
     "keras_ops_on_tensor": lambda x: keras.ops.softmax(_dense(K)(_gap(x))),
     "lambda_layer_tf_nn": lambda x: L.Lambda(tf.nn.softmax)(_dense(K)(_gap(x))),
@@ -179,6 +183,8 @@ def test_sequential_model_with_softmax_last(backbone, images):
     (lambda x: _dense(K, lambda t: keras.ops.softmax(t))(_gap(x)), "function '<lambda>'.*cannot recover"),
     (lambda x: L.Lambda(lambda t: keras.ops.softmax(t))(_dense(K)(_gap(x))), "function '<lambda>'.*cannot recover"),
     (lambda x: keras.ops.hard_sigmoid(_dense(K)(_gap(x))), "keras.ops' HardSigmoid .* cannot recover"),
+    (lambda x: L.Flatten()(_conv1x1(K, functools.partial(keras.activations.softmax, axis=1))(
+        L.GlobalAveragePooling2D(keepdims=True)(x))), "softmax over axis 1"),
     (lambda x: L.Dropout(0.1)(_dense(K, keras.activations.log_sigmoid)(_gap(x))), "'log_sigmoid'.*cannot recover"),
     (lambda x: _gap(L.Conv2D(K, 1, activation="softmax", name="conv_softmax")(x)),
      "'conv_softmax' applies a softmax before the pooling 'gap'"),

@@ -67,6 +67,42 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def class_ids(labels, num_classes: int | None = None, name: str = "labels") -> np.ndarray:
+    """Integer class ids, int64 (N,), from labels of shape (N,), (N, 1) or one-hot (N, K).
+
+    The three shapes the course meets: MNIST's (N,), CIFAR-10's (N, 1) and one-hot
+    (N, K) rows (exactly one 1, the rest 0, any numeric dtype; then K must equal
+    ``num_classes`` when it is given). Ids (N,) or (N, 1) must have an integer dtype and
+    lie in [0, ``num_classes``). Anything else (soft targets, scores, float ids, (N, H, W))
+    raises a ValueError that names the shape.
+    The one place where every label-taking helper of ``course_lib`` reads labels (a
+    validator, so it lives here with :func:`check_images`).
+    """
+    arr = np.asarray(labels)
+    shape = arr.shape
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name} must be integer class ids (N,) or (N, 1), or one-hot (N, K); got dtype {arr.dtype}.")
+    if arr.ndim == 2 and shape[1] > 1:
+        onehot = np.all((arr == 0) | (arr == 1)) and np.all(arr.sum(axis=1) == 1)
+        if not onehot:
+            raise ValueError(f"{name} of shape {shape} are not one-hot (one 1 per row, the rest 0): soft targets or "
+                             "scores are not labels. Pass class ids (N,) or one-hot rows.")
+        if num_classes is not None and shape[1] != num_classes:
+            raise ValueError(f"{name} are one-hot with {shape[1]} columns but num_classes is {num_classes}.")
+        return arr.argmax(axis=1).astype(np.int64)
+    if arr.ndim == 2 and shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be class ids (N,) or (N, 1), or one-hot (N, K); got shape {shape}.")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} of shape {shape} must be integer class ids; got dtype {arr.dtype} (values such as "
+                         f"{arr[:3].tolist()}). Convert whole numbers with .astype(int); threshold scores first.")
+    if arr.size and (arr.min() < 0 or (num_classes is not None and arr.max() >= num_classes)):
+        upper = "" if num_classes is None else f", {num_classes}"
+        raise ValueError(f"{name} must lie in [0{upper}); got values in [{arr.min()}, {arr.max()}].")
+    return arr.astype(np.int64)
+
+
 def _check_name(name, options, what: str) -> str:
     if name not in options:
         raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(sorted(options))}.")
@@ -490,12 +526,19 @@ def load_online(name: str, cache_dir: str | None = None):
 # ------------------------------------------------------------ splits and pipelines
 
 
+def _groups(labels, name: str) -> np.ndarray:
+    """What to stratify on: a (N,) array as it is, (N, 1) ids or one-hot (N, K) rows as ids."""
+    arr = np.asarray(labels)
+    return class_ids(arr, name=name) if arr.ndim == 2 else arr if arr.ndim == 1 else class_ids(arr, name=name)
+
+
 def train_val_test_split(*arrays, fractions=(0.7, 0.15, 0.15), stratify=None, seed: int = 0):
     """Split arrays into train / validation / test parts, stratified by ``stratify`` (labels).
 
     Returns ``(train, val, test)``, each a tuple with one slice per input array, e.g.
     ``(x_tr, y_tr), (x_va, y_va), (x_te, y_te) = train_val_test_split(x, y, stratify=y)``.
-    ``fractions`` must be three positive numbers summing to 1.
+    ``fractions`` must be three positive numbers summing to 1. ``stratify``: (N,) labels
+    of any kind, (N, 1) ids or one-hot (N, K) rows (all stratify alike).
     """
     from sklearn.model_selection import train_test_split
 
@@ -511,7 +554,7 @@ def train_val_test_split(*arrays, fractions=(0.7, 0.15, 0.15), stratify=None, se
             f"(sum {f.sum():.4g})."
         )
     idx = np.arange(n)
-    strat = None if stratify is None else np.asarray(stratify)
+    strat = None if stratify is None else _groups(stratify, "stratify")
     tr, rest = train_test_split(idx, train_size=f[0], stratify=strat, random_state=seed)
     va, te = train_test_split(
         rest, train_size=f[1] / (f[1] + f[2]), stratify=None if strat is None else strat[rest], random_state=seed
@@ -520,11 +563,15 @@ def train_val_test_split(*arrays, fractions=(0.7, 0.15, 0.15), stratify=None, se
 
 
 def stratified_kfold(labels, k: int = 5, seed: int = 0):
-    """Return ``k`` (train_idx, val_idx) pairs; each fold keeps the class proportions."""
+    """Return ``k`` (train_idx, val_idx) pairs; each fold keeps the class proportions.
+
+    ``labels``: (N,) of any values scikit-learn can stratify on (ids, strings, booleans),
+    or (N, 1) ids, or one-hot (N, K) (read by :func:`class_ids`).
+    """
     from sklearn.model_selection import StratifiedKFold
 
     k = check_positive_int(k, "k")
-    labels = np.asarray(labels)
+    labels = _groups(labels, "labels")
     if k < 2:
         raise ValueError(f"k must be at least 2 for k-fold cross-validation; got {k}.")
     smallest = np.bincount(np.unique(labels, return_inverse=True)[1]).min()

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .data import check_positive_int
+from .data import check_positive_int, class_ids  # noqa: F401  (class_ids: re-exported, notebooks use training.class_ids)
 
 # =========================================================================== 1. optimizers
 
@@ -333,41 +333,6 @@ def plot_schedule(schedules, steps: int, steps_per_epoch: int | None = None, tit
 # ========================================================================= 4. regularization
 
 SMOOTHING = ("uniform", "others")
-
-
-def class_ids(labels, num_classes: int | None = None, name: str = "labels") -> np.ndarray:
-    """Integer class ids, int64 (N,), from labels of shape (N,), (N, 1) or one-hot (N, K).
-
-    The three shapes the course meets: MNIST's (N,), CIFAR-10's (N, 1) and one-hot
-    (N, K) rows (exactly one 1, the rest 0, any numeric dtype; then K must equal
-    ``num_classes`` when it is given). Ids (N,) or (N, 1) must have an integer dtype and
-    lie in [0, ``num_classes``). Anything else (soft targets, scores, float ids, (N, H, W))
-    raises a ValueError that names the shape.
-    The one place where every label-taking helper of ``course_lib`` reads labels.
-    """
-    arr = np.asarray(labels)
-    shape = arr.shape
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} must be integer class ids (N,) or (N, 1), or one-hot (N, K); got dtype {arr.dtype}.")
-    if arr.ndim == 2 and shape[1] > 1:
-        onehot = np.all((arr == 0) | (arr == 1)) and np.all(arr.sum(axis=1) == 1)
-        if not onehot:
-            raise ValueError(f"{name} of shape {shape} are not one-hot (one 1 per row, the rest 0): soft targets or "
-                             "scores are not labels. Pass class ids (N,) or one-hot rows.")
-        if num_classes is not None and shape[1] != num_classes:
-            raise ValueError(f"{name} are one-hot with {shape[1]} columns but num_classes is {num_classes}.")
-        return arr.argmax(axis=1).astype(np.int64)
-    if arr.ndim == 2 and shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be class ids (N,) or (N, 1), or one-hot (N, K); got shape {shape}.")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} of shape {shape} must be integer class ids; got dtype {arr.dtype} (values such as "
-                         f"{arr[:3].tolist()}). Convert whole numbers with .astype(int); threshold scores first.")
-    if arr.size and (arr.min() < 0 or (num_classes is not None and arr.max() >= num_classes)):
-        upper = "" if num_classes is None else f", {num_classes}"
-        raise ValueError(f"{name} must lie in [0{upper}); got values in [{arr.min()}, {arr.max()}].")
-    return arr.astype(np.int64)
 
 
 def smooth_labels(labels, num_classes: int, epsilon: float = 0.1, spread: str = "uniform") -> np.ndarray:

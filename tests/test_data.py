@@ -260,3 +260,26 @@ def test_bad_batch_size_and_lengths():
         data.make_dataset(x, batch_size=0)
     with pytest.raises(ValueError, match="same length"):
         data.make_dataset(x, np.zeros(3), batch_size=2)
+
+
+@pytest.mark.parametrize("shape", ["ids", "column", "onehot"])
+def test_splits_read_label_shapes_alike(shape):
+    # Labels of shape (N,), (N, 1) and one-hot (N, K) stratify identically (issue 16, kind 5).
+    y = np.repeat(np.arange(3), 20)
+    given = {"ids": y, "column": y[:, None], "onehot": np.eye(3, dtype=np.float32)[y]}[shape]
+    for (a, b) in zip(data.stratified_kfold(y, k=4), data.stratified_kfold(given, k=4)):
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    idx = np.arange(len(y))
+    ref = data.train_val_test_split(idx, stratify=y, seed=1)
+    got = data.train_val_test_split(idx, stratify=given, seed=1)
+    for r, g in zip(ref, got):
+        assert np.array_equal(r[0], g[0])
+        assert np.bincount(y[g[0]], minlength=3).min() > 0
+
+
+def test_splits_still_take_strings_and_refuse_soft_targets():
+    names = np.array(["cat", "dog"] * 10)
+    train, val, test = data.train_val_test_split(np.arange(20), stratify=names, seed=0)
+    assert sorted(set(names[train[0]])) == ["cat", "dog"]
+    with pytest.raises(ValueError, match=r"shape \(20, 2\) are not one-hot"):
+        data.stratified_kfold(np.full((20, 2), 0.5), k=2)

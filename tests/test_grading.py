@@ -138,7 +138,8 @@ def test_student_version_has_no_solutions_and_no_hidden_tests(fixture_dist):
     checks = re.findall(r'^grader\.check\("(q\w+)"\)', student_code, re.M)
     assert checks == ["q1_standardize", "q2_threshold", "q3_iou"]
     readme = (fixture_dist.student.parent / "README.md").read_text()
-    assert 'pip install "otter-grader==' in readme and "grading_fixture.ipynb" in readme
+    assert "pip install -r requirements.txt" in readme and "Otter-Grader" in readme and "grading_fixture.ipynb" in readme
+    assert "reference implementation" in readme  # what happens to an exercise left as ...
 
 
 def test_leak_detector_finds_a_leak(fixture_dist):

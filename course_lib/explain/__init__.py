@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .data import check_images, check_positive_int
+from ..data import check_images, check_positive_int
 
 __all__ = [
     "cam", "grad_cam", "grad_cam_plus_plus", "saliency", "guided_backprop", "guided_grad_cam",
@@ -920,7 +920,7 @@ def localization_accuracy(model, images, labels, boxes, method="grad_cam", thres
     model = _select_output(model, output)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
-    from .data import class_ids
+    from ..data import class_ids
 
     images = check_images(images)
     labels = class_ids(labels)  # (N,), (N, 1) or one-hot (N, K)

@@ -184,7 +184,9 @@ FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dens
 
 
 def _single_call(layer):
-    return len(getattr(layer, "_inbound_nodes", [])) == 1
+    from .explain._interpreter import call_count  # the one reader of Keras' private graph API
+
+    return call_count(layer) == 1
 
 
 def _bn_reason(bn, producer, consumers, model_outputs):
@@ -221,20 +223,21 @@ def find_foldable_batch_norms(model):
     linear activation); ``unfoldable`` maps the other BN names to the reason. Nested
     models are not entered (:func:`fold_batch_norm` folds them separately).
     """
+    from .explain._interpreter import call_count, input_tensors, producer_layer  # Keras' private graph API
+
     model = _as_functional(model)
     uses = {}
     for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for t in node.input_tensors:
+        for node_index in range(call_count(layer)):
+            for t in input_tensors(layer, node_index):
                 uses[id(t)] = uses.get(id(t), 0) + 1
     outputs = {id(t) for t in model.outputs}
     pairs, unfoldable = {}, {}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
-        node = layer._inbound_nodes[0]
-        t = node.input_tensors[0]
-        producer = t._keras_history[0] if hasattr(t, "_keras_history") else None
+        t = input_tensors(layer)[0]
+        producer = producer_layer(t)
         reason = _bn_reason(layer, producer, uses.get(id(t), 0), id(t) in outputs)
         if reason is None:
             pairs[layer.name] = producer.name
@@ -250,8 +253,9 @@ def _as_functional(model):
         if not model.built or not model.inputs:
             raise ValueError("the Sequential model is not built: give it a keras.Input(shape=...) first layer.")
         return keras.Model(model.inputs, model.outputs, name=model.name)
-    if not hasattr(model, "_inbound_nodes") or not getattr(model, "inputs", None) or \
-            not hasattr(model, "_operations"):
+    from .explain._interpreter import is_graph_model
+
+    if not is_graph_model(model):
         raise ValueError(
             f"{type(model).__name__} is a subclassed model: fold_batch_norm needs a Functional or Sequential "
             "model, whose layer graph it can read."

@@ -110,20 +110,27 @@ def _areas(b):
     return ops.maximum(b[..., 2] - b[..., 0], 0.0) * ops.maximum(b[..., 3] - b[..., 1], 0.0)
 
 
-def box_iou(y_true, y_pred):
-    """Element-wise IoU of two (..., 4) xyxy tensors (Keras ops, differentiable).
+def _intersection_union(a, b):
+    """Areas of the intersection and of the union of xyxy boxes (broadcast); an inverted box is empty."""
+    lo = ops.maximum(a[..., :2], b[..., :2])
+    hi = ops.minimum(a[..., 2:], b[..., 2:])
+    wh = ops.maximum(hi - lo, 0.0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter, _areas(a) + _areas(b) - inter
+
+
+def box_iou(y_true, y_pred, dtype="float32"):
+    """Element-wise IoU of two (..., 4) xyxy tensors (Keras ops, differentiable, broadcast).
 
     :math:`IoU = |A \\cap B| / |A \\cup B|`; 0 for disjoint boxes. The union is
     clamped away from 0, so two degenerate (zero-area) boxes give 0, never NaN.
-    Inverted predicted boxes (x_max < x_min) count as empty. Used by :class:`BoxIoU`.
+    Inverted predicted boxes (x_max < x_min) count as empty. Computed in ``dtype``
+    (float32; ``course_lib.explain.box_iou`` asks for float64). The one box IoU of the
+    course: :func:`iou`, :class:`BoxIoU` and ``course_lib.explain.box_iou`` call it.
     """
-    y_true = ops.cast(y_true, "float32")
-    y_pred = ops.cast(y_pred, y_true.dtype)
-    lo = ops.maximum(y_true[..., :2], y_pred[..., :2])
-    hi = ops.minimum(y_true[..., 2:], y_pred[..., 2:])
-    wh = ops.maximum(hi - lo, 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = _areas(y_true) + _areas(y_pred) - inter
+    y_true = ops.cast(y_true, dtype)
+    y_pred = ops.cast(y_pred, dtype)
+    inter, union = _intersection_union(y_true, y_pred)
     return inter / ops.maximum(union, 1e-12)
 
 
@@ -153,11 +160,8 @@ def box_giou(y_true, y_pred):
     # Algorithm 2 of the paper: order the predicted corners first, so that a network whose
     # four outputs are free (x_max may come out below x_min) still gets a valid box.
     y_pred = ops.concatenate([ops.minimum(y_pred[..., :2], y_pred[..., 2:]), ops.maximum(y_pred[..., :2], y_pred[..., 2:])], axis=-1)
-    lo = ops.maximum(y_true[..., :2], y_pred[..., :2])
-    hi = ops.minimum(y_true[..., 2:], y_pred[..., 2:])
-    wh = ops.maximum(hi - lo, 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = ops.maximum(_areas(y_true) + _areas(y_pred) - inter, 1e-12)
+    inter, union = _intersection_union(y_true, y_pred)
+    union = ops.maximum(union, 1e-12)
     c_lo = ops.minimum(y_true[..., :2], y_pred[..., :2])
     c_hi = ops.maximum(y_true[..., 2:], y_pred[..., 2:])
     c_wh = ops.maximum(c_hi - c_lo, 0.0)

@@ -485,6 +485,27 @@ def layer_flops(layer) -> int:
     return positions * kh * kw * (in_channels // layer.groups) * layer.filters
 
 
+def walk_layers(model, nested_models: bool = True):
+    """Yield every layer of ``model`` depth first, opening nested models (a wrapped backbone) on the way.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Functional, Sequential or nested.
+    nested_models : bool
+        True: a nested model is yielded, then its layers; False: only the leaf layers.
+
+    The one walker over nested layers of course_lib: :func:`count_flops`,
+    ``training.unfreeze_top`` and ``course_lib.explain`` use it. Notebooks 03, 04, 07-09.
+    """
+    for layer in model.layers:
+        is_model = isinstance(layer, keras.Model)
+        if nested_models or not is_model:
+            yield layer
+        if is_model:
+            yield from walk_layers(layer, nested_models)
+
+
 def count_flops(model, by_layer: bool = False):
     """Total multiply-adds of a Keras model for one image (see :func:`layer_flops`).
 
@@ -494,18 +515,7 @@ def count_flops(model, by_layer: bool = False):
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"count_flops needs a built keras.Model; got {type(model).__name__}.")
-    table = {}
-
-    def visit(m):
-        for layer in m.layers:
-            if isinstance(layer, keras.Model):
-                visit(layer)
-            else:
-                macs = layer_flops(layer)
-                if macs:
-                    table[layer.name] = macs
-
-    visit(model)
+    table = {layer.name: macs for layer in walk_layers(model, nested_models=False) if (macs := layer_flops(layer))}
     return table if by_layer else int(sum(table.values()))
 
 

@@ -761,12 +761,13 @@ def transfer_classifier(backbone, num_classes: int, dropout: float = 0.2, name: 
 
 
 def _leaf_layers(model):
-    """The layers of ``model`` in order, with nested models (e.g. a wrapped keras.applications net) opened up."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+    """The layers of ``model`` in order, with nested models (e.g. a wrapped keras.applications net) opened up.
+
+    ``models.walk_layers(model, nested_models=False)``, the one walker (notebook 04 calls this name).
+    """
+    from .models import walk_layers
+
+    return walk_layers(model, nested_models=False)
 
 
 def unfreeze_top(backbone, n_layers: int, train_batchnorm: bool = False):

@@ -1,0 +1,73 @@
+"""Showing maps: :func:`normalize`, :func:`overlay`, and :func:`resize_maps`, the one resize of course_lib.explain."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from ..data import check_images
+
+
+def resize_maps(maps, size):
+    """Resize maps bilinearly (half-pixel centres, no antialiasing): the one resize of course_lib.explain.
+
+    Parameters
+    ----------
+    maps : float tensor or array of shape (N, h, w) or (N, h, w, C)
+    size : (H, W) ints
+        The output's height and width in pixels.
+
+    Returns
+    -------
+    resized : float32 tensor of shape (N, H, W) or (N, H, W, C)
+        A backend tensor (``np.asarray`` makes it NumPy); works inside ``tf.function``.
+
+    ``keras.ops.image.resize(..., interpolation="bilinear")``, which on TensorFlow is
+    ``tf.image.resize(method="bilinear")``. Used for every upsampled CAM, RISE's masks,
+    :func:`overlay` and the faithfulness metrics.
+    """
+    flat = len(maps.shape) == 3
+    x = keras.ops.cast(maps[..., None] if flat else maps, "float32")
+    out = keras.ops.image.resize(x, tuple(int(s) for s in size), interpolation="bilinear")
+    return out[..., 0] if flat else out
+
+
+def normalize(maps):
+    """Scale each map to [0, 1] by its own min and max (a constant map becomes zeros).
+
+    ``maps`` (H, W) or (N, H, W, ...); returns float32 of the same shape. Used in notebooks 07-09.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim < 2:
+        raise ValueError(f"maps must be (H, W) or (N, H, W); got shape {maps.shape}.")
+    if not np.isfinite(maps).all():
+        raise ValueError("maps contain NaN or Inf; cannot normalise them.")
+    single = maps.ndim == 2
+    m = maps[None] if single else maps
+    axes = tuple(range(1, m.ndim))
+    lo, hi = m.min(axis=axes, keepdims=True), m.max(axis=axes, keepdims=True)
+    out = np.where(hi > lo, (m - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0).astype(np.float32)
+    return out[0] if single else out
+
+
+def overlay(image, heatmap, alpha=0.5, cmap="jet"):
+    """Blend a heat-map (normalised, coloured by ``cmap``) over an image: float32 (H, W, 3) in [0, 1].
+
+    ``image`` (H, W, C) in [0, 1] (grey is repeated to RGB); ``heatmap`` (h, w), resized
+    bilinearly to the image when its size differs. Used in notebooks 07-09 for display.
+    """
+    import matplotlib
+
+    image = check_images(np.asarray(image)[None], "image")[0]
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be one 2-D map (h, w); got shape {heatmap.shape}.")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
+    if heatmap.shape != image.shape[:2]:
+        heatmap = np.asarray(resize_maps(heatmap[None], image.shape[:2]))[0]
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    colour = matplotlib.colormaps[cmap](normalize(heatmap))[..., :3]
+    return ((1.0 - alpha) * rgb + alpha * colour).astype(np.float32)
+
+

@@ -190,7 +190,7 @@ def heatmap_grid(images, rows: dict, titles=None, boxes=None, title: str = ""):
     """
     import matplotlib.pyplot as plt
 
-    from .explain import overlay
+    from .explain.display import overlay
 
     images = np.asarray(images)
     if images.ndim != 4 or not rows:

@@ -38,7 +38,7 @@ import numpy as np
 #: Minimum versions the course is written for: (import name, distribution, minimum).
 MIN_VERSIONS = [
     ("tensorflow", ("tensorflow", "tensorflow-cpu", "tensorflow-macos"), "2.16"),
-    ("keras", ("keras",), "3.3"),
+    ("keras", ("keras",), "3.8"),
     ("numpy", ("numpy",), "1.26"),
     ("sklearn", ("scikit-learn",), "1.3"),
     ("skimage", ("scikit-image",), "0.22"),

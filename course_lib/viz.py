@@ -129,8 +129,6 @@ def filter_grid(kernel, ncols: int = 8, title: str | None = None, size: float = 
     scaling shows each filter's pattern (as in Krizhevsky et al. 2012, Fig. 3), not
     its magnitude. Used in notebook 08.
     """
-    import matplotlib.pyplot as plt
-
     k = np.asarray(kernel, dtype=np.float32)
     if k.ndim != 4:
         raise ValueError(f"kernel must be a 4-D Conv2D kernel (kh, kw, in, filters); got shape {k.shape}.")

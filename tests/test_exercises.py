@@ -156,7 +156,7 @@ def _fallbacks(nb, start):
 def _cases():
     for path in NOTEBOOKS:
         nb = grading.read_notebook(path)
-        for name, solutions, tests, end in _questions(nb):
+        for name, _solutions, _tests, _end in _questions(nb):
             yield pytest.param(path, name, id=f"{path.stem[:2]}-{name}")
 
 
@@ -204,7 +204,7 @@ def test_exercise_solution_and_reference_pass_its_tests(path, question):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem[:2])
 def test_no_cell_rebinds_an_exercise_function(path):
     nb = grading.read_notebook(path)
-    for name, solutions, tests, end in _questions(nb):
+    for name, solutions, _tests, end in _questions(nb):
         functions = {n.name for code in solutions for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)}
         for i, cell in enumerate(nb.cells[end:], start=end):
             tree = _parse(_code(cell)) if cell.cell_type == "code" else None

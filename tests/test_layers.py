@@ -98,7 +98,7 @@ def _twin_models(shape, momentum=0.9):
 def test_bn_layer_matches_keras_in_both_modes_and_moving_averages(shape):
     ours, ref = _twin_models(shape)
     rng = np.random.default_rng(4)
-    for step in range(5):  # several training steps: outputs and running averages must agree
+    for _ in range(5):  # several training steps: outputs and running averages must agree
         x = rng.normal(2.0, 3.0, size=(8,) + shape).astype("float32")
         np.testing.assert_allclose(ours(x, training=True), ref(x, training=True), atol=1e-5)
         for w_ours, w_ref in zip(ours.get_weights(), ref.get_weights()):

@@ -1,7 +1,6 @@
 """The lecture decks build, are self-contained, render their formulas, and open in a real browser."""
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -994,10 +994,12 @@ def strong_augmentation(max_shift: float = 0.25, rotation: float = 0.08, zoom: f
 def ssl_dataset(x_labelled, y_labelled, x_unlabelled, batch_size: int = 32, mu: int = 7, seed: int = 0):
     """An endless tf.data stream of ``((x_l, y_l), x_u)``: B labelled and :math:`\\mu B` unlabelled images.
 
-    Both parts are shuffled and repeated independently, so the few labelled images cycle
-    many times while the unlabelled ones pass once per :math:`\\mu B`-sized sweep (the
+    Both parts are repeated and shuffled independently, so the few labelled images cycle
+    many times while the unlabelled ones pass about once per :math:`\\mu B`-sized sweep (the
     FixMatch batch: B = 64, :math:`\\mu` = 7 in the paper). Fit it with
-    ``steps_per_epoch``. Used with :class:`SemiSupervisedTrainer` (notebook 10).
+    ``steps_per_epoch``. Every iterator of the stream yields the same sequence, so several
+    ``fit`` calls on one stream are reproducible. Used with :class:`SemiSupervisedTrainer`
+    (notebook 10).
     """
     from .data import check_images
 
@@ -1012,9 +1014,13 @@ def ssl_dataset(x_labelled, y_labelled, x_unlabelled, batch_size: int = 32, mu: 
     batch_size = check_positive_int(batch_size, "batch_size")
     mu = check_positive_int(mu, "mu")
     lab = tf.data.Dataset.from_tensor_slices((x_labelled, y_labelled.astype(np.int32)))
-    lab = lab.shuffle(len(x_labelled), seed=seed, reshuffle_each_iteration=True).repeat().batch(batch_size)
+    # repeat() first, then ONE seeded shuffle of the endless stream that every new iterator
+    # starts afresh: shuffle().repeat() with reshuffle_each_iteration=True shares its seed
+    # state across iterators, so a second fit() on the same stream got an order that
+    # depended on how far the first one's prefetch had read ahead (a timing race).
+    lab = lab.repeat().shuffle(len(x_labelled), seed=seed, reshuffle_each_iteration=False).batch(batch_size)
     unl = tf.data.Dataset.from_tensor_slices(x_unlabelled)
-    unl = unl.shuffle(len(x_unlabelled), seed=seed + 1, reshuffle_each_iteration=True).repeat().batch(mu * batch_size)
+    unl = unl.repeat().shuffle(len(x_unlabelled), seed=seed + 1, reshuffle_each_iteration=False).batch(mu * batch_size)
     return tf.data.Dataset.zip((lab, unl)).prefetch(tf.data.AUTOTUNE)
 
 

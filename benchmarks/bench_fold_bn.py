@@ -1,6 +1,6 @@
 """Inference time before and after folding batch normalization into the convolutions.
 
-Times ``course_lib.layers.fold_batch_norm`` on a MobileNetV2 (``keras.applications``,
+Times ``course_lib.batchnorm.fold_batch_norm`` on a MobileNetV2 (``keras.applications``,
 random weights, nothing downloaded) and on a small ResNet-style model built here from
 Keras layers, against the unfolded model as the reference, in the same run. Prints the
 max abs output difference and the speed ratio (unfolded time / folded time, > 1 means
@@ -22,7 +22,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers as L  # noqa: E402
 
-from course_lib.layers import fold_batch_norm  # noqa: E402
+from course_lib.batchnorm import fold_batch_norm  # noqa: E402
 
 
 def resnet_style(size, width=32, blocks=4):

@@ -1,7 +1,7 @@
 """course_lib: the small helper library of the course.
 
 One module per topic, flat (d2l style): ``env`` (the setup call at the top of every
-notebook), ``data``, ``viz``, and, as the days arrive, ``preprocessing``, ``layers``,
+notebook), ``data``, ``viz``, and, as the days arrive, ``preprocessing``, ``batchnorm``,
 ``models``, ``training``, ``localization``, ``metrics``, ``explain`` and ``grading``.
 
 Importing ``course_lib`` does not import TensorFlow. It only sets TensorFlow's

@@ -125,15 +125,15 @@ def zca_patches():
 
 
 def bn_histograms():
-    """Day 2: a layer's skewed activations before and after the batch-norm transform (course_lib.layers)."""
+    """Day 2: a layer's skewed activations before and after the batch-norm transform (course_lib.batchnorm)."""
     import matplotlib.pyplot as plt
 
-    from course_lib import layers
+    from course_lib import batchnorm
 
     rng = np.random.default_rng(0)
     x = np.stack([rng.gamma(2.0, 3.0, 256) + 5, rng.normal(-4, 0.5, 256)], -1)
-    y, _ = layers.batchnorm_forward(x, gamma=np.ones(2), beta=np.zeros(2))
-    y2, _ = layers.batchnorm_forward(x, gamma=np.array([2.0, 0.5]), beta=np.array([1.0, -1.0]))
+    y, _ = batchnorm.batchnorm_forward(x, gamma=np.ones(2), beta=np.zeros(2))
+    y2, _ = batchnorm.batchnorm_forward(x, gamma=np.array([2.0, 0.5]), beta=np.array([1.0, -1.0]))
     fig, axes = plt.subplots(1, 3, figsize=(11, 2.9), sharey=True)
     for ax, vals, title in zip(axes, (x, y, y2), ("input: two channels, batch of 256",
                                                    r"normalized $\hat x$ (mean 0, var 1)",
@@ -150,13 +150,13 @@ def bn_running_average():
     """Day 2: batch means jump from batch to batch; the running average (train -> inference) smooths them."""
     import matplotlib.pyplot as plt
 
-    from course_lib import layers
+    from course_lib import batchnorm
 
     rng = np.random.default_rng(1)
     steps, true_mean = 300, 3.0
     batch_means = []
     for _ in range(steps):
-        _, cache = layers.batchnorm_forward(rng.normal(true_mean, 2.0, (32, 1)), np.ones(1), np.zeros(1))
+        _, cache = batchnorm.batchnorm_forward(rng.normal(true_mean, 2.0, (32, 1)), np.ones(1), np.zeros(1))
         batch_means.append(float(cache["mean"][0]))
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.plot(batch_means, ".", ms=3, color="0.6", label="batch mean (used in training)")

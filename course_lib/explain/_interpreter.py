@@ -6,7 +6,7 @@ Sequential models without an Input have no ``.output``, and swapping activations
 guided gradients would change the model. Instead we *interpret* the model: walk its graph
 and call each layer ourselves (:func:`_run`), with a hook that sees every layer's output.
 
-What is here: the private-API readers (first section; ``course_lib.layers``' batch-norm
+What is here: the private-API readers (first section; ``course_lib.batchnorm``' batch-norm
 folding uses them too), the output's tail (a final softmax or sigmoid, in any spelling,
 is stripped so the explained score is the logit), the layer-by-layer forward pass, what
 one pass tells about a model (:class:`_Graph`), the per-model cache of compiled

@@ -12,7 +12,7 @@ course_lib.setup(seed=0, verbose=False)
 import keras  # noqa: E402
 from keras import layers as L  # noqa: E402
 
-from course_lib import layers as CL  # noqa: E402
+from course_lib import batchnorm as CL  # noqa: E402
 
 
 # ------------------------------------------------------------------ NumPy forward / backward

@@ -577,14 +577,14 @@ def rise_map():
 
 
 def fixmatch_views():
-    """Day 6: FixMatch's weak and strong views of the same cluttered digits (course_lib.training augmentations)."""
+    """Day 6: FixMatch's weak and strong views of the same cluttered digits (course_lib.semi_supervised augmentations)."""
     import matplotlib.pyplot as plt
 
-    from course_lib import data, training
+    from course_lib import data, semi_supervised
 
     d = data.make_cluttered_digits(6, subset="train", seed=2)
-    weak = training.weak_augmentation(flip=False, seed=0)(d.images, training=True)
-    strong = training.strong_augmentation(flip=False, seed=0)(d.images, training=True)
+    weak = semi_supervised.weak_augmentation(flip=False, seed=0)(d.images, training=True)
+    strong = semi_supervised.strong_augmentation(flip=False, seed=0)(d.images, training=True)
     fig, axes = plt.subplots(3, 6, figsize=(9, 4.7))
     for r, (name, imgs) in enumerate((("original", d.images), ("weak: shift", np.asarray(weak)),
                                       ("strong: shift, rotate,\nzoom, contrast, cutout", np.asarray(strong)))):
@@ -599,15 +599,15 @@ def fixmatch_views():
 
 
 def sharpening():
-    """Day 6: MixMatch's sharpening p^(1/T) / sum p^(1/T) at three temperatures (course_lib.training.sharpen)."""
+    """Day 6: MixMatch's sharpening p^(1/T) / sum p^(1/T) at three temperatures (course_lib.semi_supervised.sharpen)."""
     import matplotlib.pyplot as plt
 
-    from course_lib import training
+    from course_lib import semi_supervised
 
     p = np.array([[0.05, 0.35, 0.1, 0.3, 0.2]])
     fig, axes = plt.subplots(1, 4, figsize=(10, 2.6), sharey=True)
     for ax, t in zip(axes, (1.0, 0.5, 0.25, 0.1)):
-        q = np.asarray(training.sharpen(p, temperature=t))[0]
+        q = np.asarray(semi_supervised.sharpen(p, temperature=t))[0]
         ax.bar(range(5), q, color="#6a9fd4")
         ax.set_title(f"T = {t}: max {q.max():.2f}", fontsize=10)
         ax.set_xlabel("class")

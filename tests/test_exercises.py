@@ -220,7 +220,7 @@ def test_no_cell_rebinds_an_exercise_function(path):
 
 
 def _bad_inputs():
-    from course_lib import explain, localization, metrics, models, preprocessing, training
+    from course_lib import explain, localization, metrics, models, preprocessing, semi_supervised, training
 
     pd = pytest.importorskip("pandas")
     z = np.zeros
@@ -231,8 +231,8 @@ def _bad_inputs():
         (models.channel_shuffle, (z((1, 2, 2, 6), "float32"), 4), "must divide the 6 channels"),
         (preprocessing.channel_stats, (z((4, 4, 3)),), r"\(N, H, W, C\)"),
         (training.pick_config, (pd.DataFrame({"learning_rate": [0.1], "test_accuracy": [0.9]}),), "validation column"),
-        (training.sharpen_np, (z(3), 0.5), r"\(B, K\)"),
-        (training.sharpen_np, (np.full((1, 2), 0.5), 0.0), "T must be positive"),
+        (semi_supervised.sharpen_np, (z(3), 0.5), r"\(B, K\)"),
+        (semi_supervised.sharpen_np, (np.full((1, 2), 0.5), 0.0), "T must be positive"),
         (training.class_weights, (np.array([0, 0, 2]), 3), "cover every class"),
         (metrics.broken_and_fixed, (z(3), z(3), z(4)), "one shape"),
         (metrics.threshold_for_recall, (np.array([1, 0]), np.array([0.3, 0.1]), 1.5), r"recall in \(0, 1\]"),

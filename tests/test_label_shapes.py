@@ -20,6 +20,7 @@ import tensorflow as tf  # noqa: E402
 
 from course_lib import explain as ex  # noqa: E402
 from course_lib import localization as loc  # noqa: E402
+from course_lib import semi_supervised as S  # noqa: E402
 from course_lib import training as T  # noqa: E402
 
 K = 4
@@ -99,7 +100,7 @@ def test_label_helpers_agree_with_flat_labels(shape):
     want = compute_class_weight("balanced", classes=np.arange(K), y=IDS)
     got = T.class_weights(labels, K)
     np.testing.assert_allclose([got[k] for k in range(K)], want, rtol=1e-12)
-    for a, b in zip(T.labelled_unlabelled_split(labels, 2, seed=1), T.labelled_unlabelled_split(IDS, 2, seed=1)):
+    for a, b in zip(S.labelled_unlabelled_split(labels, 2, seed=1), S.labelled_unlabelled_split(IDS, 2, seed=1)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -107,14 +108,14 @@ def test_ssl_dataset_and_trainer_read_every_label_shape():
     rng = np.random.default_rng(0)
     x = rng.random((12, 4, 4, 1)).astype(np.float32)
     for labels in _shapes().values():
-        (xl, yl), xu = next(iter(T.ssl_dataset(x, labels, x, batch_size=12, mu=1, seed=0)))
+        (xl, yl), xu = next(iter(S.ssl_dataset(x, labels, x, batch_size=12, mu=1, seed=0)))
         assert yl.shape == (12,) and yl.dtype == tf.int32
         order = [int(np.flatnonzero((x == v).all(axis=(1, 2, 3)))[0]) for v in xl.numpy()]
         np.testing.assert_array_equal(yl.numpy(), IDS[order])
     keras.utils.set_random_seed(0)
     inp = keras.Input((4, 4, 1))
     model = keras.Model(inp, keras.layers.Dense(K)(keras.layers.Flatten()(inp)))
-    trainer = T.SemiSupervisedTrainer(model, method="supervised", weak=T.weak_augmentation(0.0, flip=False))
+    trainer = S.SemiSupervisedTrainer(model, method="supervised", weak=S.weak_augmentation(0.0, flip=False))
     trainer.compile(optimizer=keras.optimizers.SGD(0.0))
     logits = model.predict(x, verbose=0)
     want_loss = float(np.mean(keras.losses.sparse_categorical_crossentropy(IDS, logits, from_logits=True)))
@@ -123,7 +124,7 @@ def test_ssl_dataset_and_trainer_read_every_label_shape():
         np.testing.assert_allclose(result["loss"], want_loss, rtol=1e-5)
         np.testing.assert_allclose(result["accuracy"], np.mean(logits.argmax(1) == IDS), rtol=1e-6)
     for labels in _shapes().values():  # one training step on each shape: same (unchanged, lr 0) losses
-        history = trainer.fit(T.ssl_dataset(x, labels, x, batch_size=12, mu=1), steps_per_epoch=1, verbose=0)
+        history = trainer.fit(S.ssl_dataset(x, labels, x, batch_size=12, mu=1), steps_per_epoch=1, verbose=0)
         np.testing.assert_allclose(history.history["supervised_loss"][0], want_loss, rtol=1e-4)
 
 
@@ -132,14 +133,14 @@ def test_gmm_helpers_read_every_label_shape():
     xl = rng.normal(size=(12, 2)) + IDS[:, None]
     xu = rng.normal(size=(8, 2))
     resp = np.full((8, K), 1.0 / K)
-    want = T.gmm_m_step(xl, IDS, xu, resp, K)
+    want = S.gmm_m_step(xl, IDS, xu, resp, K)
     for labels in _shapes().values():
-        for a, b in zip(T.gmm_m_step(xl, labels, xu, resp, K), want):
+        for a, b in zip(S.gmm_m_step(xl, labels, xu, resp, K), want):
             np.testing.assert_allclose(a, b, rtol=1e-12)
-        gmm = T.SemiSupervisedGMM(K, n_iter=2).fit(xl, labels, xu)
-        np.testing.assert_allclose(gmm.means_, T.SemiSupervisedGMM(K, n_iter=2).fit(xl, IDS, xu).means_, rtol=1e-12)
+        gmm = S.SemiSupervisedGMM(K, n_iter=2).fit(xl, labels, xu)
+        np.testing.assert_allclose(gmm.means_, S.SemiSupervisedGMM(K, n_iter=2).fit(xl, IDS, xu).means_, rtol=1e-12)
     with pytest.raises(ValueError, match=r"y_labelled of shape \(12, 4\) are not one-hot"):
-        T.gmm_m_step(xl, np.full((12, K), 0.25), xu, resp, K)
+        S.gmm_m_step(xl, np.full((12, K), 0.25), xu, resp, K)
 
 
 def test_localization_and_explain_helpers_read_every_label_shape():

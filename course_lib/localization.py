@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from .data import check_positive_int
+from .validation import check_positive_int
 
 # ------------------------------------------------------------------ box checks
 
@@ -511,9 +511,9 @@ def localization_report(model, images, labels, boxes, batch_size: int = 256) -> 
     ``"correct_and_iou50"`` counts an image as right when the class is right *and* the
     box overlaps the truth by IoU >= 0.5 (the classic single-object localization
     criterion of ImageNet's challenge). ``labels``: (N,), (N, 1) or one-hot (N, K)
-    (:func:`course_lib.data.class_ids`). Returns also the predictions.
+    (:func:`course_lib.validation.class_ids`). Returns also the predictions.
     """
-    from .data import class_ids
+    from .validation import class_ids
 
     labels = class_ids(labels)  # a (N, 1) column would broadcast against (N,) predictions into (N, N)
     boxes = check_boxes(boxes)
@@ -711,7 +711,7 @@ def multitask_loss_np(labels, logits, true_boxes, pred_boxes, alpha) -> float:
     squared L2 box error summed over the 4 coordinates and averaged over the boxes;
     :func:`multitask_loss` combines them (ValueError unless 0 < alpha < 1). Notebook 05, exercise 3.
     """
-    from .data import class_ids
+    from .validation import class_ids
 
     alpha = check_alpha(alpha)
     logits = np.asarray(logits, np.float64)

@@ -570,7 +570,8 @@ def cross_validate(build_model, images, labels, k: int = 5, metric="accuracy", e
     """
     import keras
 
-    from .data import check_positive_int, stratified_kfold
+    from .data import stratified_kfold
+    from .validation import check_positive_int
 
     if isinstance(build_model, keras.Model) or not callable(build_model):
         raise ValueError(

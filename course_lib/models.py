@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .data import check_positive_int
+from .validation import check_positive_int
 
 #: Per-channel mean and standard deviation of ImageNet in [0, 1] (RGB), the ResNet convention.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

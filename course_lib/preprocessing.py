@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import check_images, check_positive_int, make_dataset
+from .data import make_dataset
+from .validation import check_images, check_positive_int
 
 # Keras' Normalization divides by max(std, this); we use the same floor so that our
 # NumPy transform and the Keras layer agree on constant channels too.

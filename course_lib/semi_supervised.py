@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .data import check_positive_int, class_ids
+from .validation import check_positive_int, class_ids
 from .training import mixup_batch
 
 #  Few labelled images, many unlabelled ones (notebook 10). The unlabelled images enter the
@@ -230,7 +230,7 @@ def ssl_dataset(x_labelled, y_labelled, x_unlabelled, batch_size: int = 32, mu: 
     ``fit`` calls on one stream are reproducible. Used with :class:`SemiSupervisedTrainer`
     (notebook 10).
     """
-    from .data import check_images
+    from .validation import check_images
 
     x_labelled = check_images(x_labelled, "x_labelled")
     x_unlabelled = check_images(x_unlabelled, "x_unlabelled")

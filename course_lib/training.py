@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .data import check_positive_int, class_ids  # noqa: F401  (class_ids: re-exported, notebooks use training.class_ids)
+from .validation import check_positive_int, class_ids  # noqa: F401  (class_ids: re-exported, notebooks use training.class_ids)
 
 # =========================================================================== 1. optimizers
 

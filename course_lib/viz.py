@@ -13,7 +13,7 @@ def _titles(values, name):
     """Strings as they are; numbers as class ids (N,) from (N,), (N, 1) or one-hot (N, K)."""
     if values is None or np.asarray(values).dtype.kind in "USO":
         return values
-    from .data import class_ids
+    from .validation import class_ids
 
     return class_ids(values, name=name)
 
@@ -23,7 +23,7 @@ def show_images(images, labels=None, class_names=None, predictions=None, boxes=N
     """Show a grid of images with their labels (and predictions, and boxes) as titles.
 
     ``images`` (N, H, W, C) or (N, H, W) in [0, 1]; ``labels`` / ``predictions`` class
-    ids (N,), (N, 1) or one-hot (N, K) (read by ``data.class_ids``, shown through
+    ids (N,), (N, 1) or one-hot (N, K) (read by ``validation.class_ids``, shown through
     ``class_names`` when given) or strings; a wrong prediction is titled in red.
     ``boxes`` (N, 4) or (N, K, 4) normalised (x_min, y_min, x_max, y_max) are drawn in white.
     """

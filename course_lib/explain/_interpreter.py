@@ -464,7 +464,7 @@ def _check_classes(class_index, n, n_classes):
 
 def _explained(model, images, class_index):
     """The checks at the boundary of every class-score method: ``(images, graph, classes)``, -1 meaning "top class"."""
-    from ..data import check_images
+    from ..validation import check_images
 
     images = check_images(images)
     graph = _graph(model, images)

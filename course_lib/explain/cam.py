@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..data import check_images, check_positive_int
+from ..validation import check_images, check_positive_int
 from ._interpreter import (_PASS_THROUGH, _cached, _check_classes, _graph, _in_batches, _pick, _probabilities,
                            _recorder, _resolve_layer, _run, _select_output, _spec)
 from .display import resize_maps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ..data import check_images
+from ..validation import check_images
 
 
 def resize_maps(maps, size):

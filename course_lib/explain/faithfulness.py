@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ..data import check_positive_int
+from ..validation import check_positive_int
 from ._interpreter import _all_layers, _explained, _probabilities, _select_output
 from .cam import METHODS, smooth_grad_cam_plus_plus
 from .display import normalize, resize_maps

@@ -13,7 +13,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from ..data import check_images, check_positive_int
+from ..validation import check_images, check_positive_int
 from ._interpreter import _all_layers, _cached, _graph, _recorder, _resolve_layer, _run, _select_output, _spec
 
 

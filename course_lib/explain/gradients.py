@@ -7,7 +7,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from ..data import check_images, check_positive_int
+from ..validation import check_images, check_positive_int
 from ._interpreter import (_cached, _explained, _guided_identity, _in_batches, _is_relu, _pick, _run,
                            _select_output, _spec)
 from .cam import grad_cam

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..data import check_positive_int
+from ..validation import check_positive_int
 from ._interpreter import _build_logits, _cached, _explained, _probabilities, _select_output
 from .display import resize_maps
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import check_images, class_ids
+from ..validation import check_images, class_ids
 from ..localization import box_iou as _iou_tensor
 from ._interpreter import _check_classes, _graph, _select_output
 from .cam import METHODS, _class_maps

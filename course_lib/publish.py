@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -158,8 +159,25 @@ def write_student_versions(masters=None, out_dir=STUDENT_DIR) -> list[Path]:
     return outs
 
 
+def _committed_text(path: Path) -> str | None:
+    """The file as committed (``git show HEAD:path``), else as it is on disk, else None.
+
+    A student who answers the exercises in their clone's ``student/`` changes only the
+    working copy, so the check below still compares what the course committed.
+    """
+    try:
+        rel = path.resolve().relative_to(ROOT).as_posix()
+        shown = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True, check=True)
+        return shown.stdout.decode("utf-8")
+    except (ValueError, OSError, subprocess.CalledProcessError):  # outside the repo, no git, not committed
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
 def stale(masters=None) -> list[str]:
-    """One line per published file that differs from a fresh generation (empty: all up to date)."""
+    """One line per published file that differs from a fresh generation (empty: all up to date).
+
+    Student versions are compared as committed (:func:`_committed_text`).
+    """
     repo, problems = repository(), []
     todo = "run `python -m course_lib.publish` and commit the result"
     for master in grading.master_notebooks(masters):
@@ -169,10 +187,10 @@ def stale(masters=None) -> list[str]:
             if update_master(copy, repo):
                 problems.append(f"{master.relative_to(ROOT)}: its Colab install cell or kernelspec is out of date; {todo}")
             fresh = student_version(master, Path(tmp) / "student")
-            committed = STUDENT_DIR / master.name
-            if not committed.is_file():
+            committed = _committed_text(STUDENT_DIR / master.name)
+            if committed is None:
                 problems.append(f"student/{master.name} is missing; {todo}")
-            elif committed.read_text(encoding="utf-8") != fresh.read_text(encoding="utf-8"):
+            elif committed != fresh.read_text(encoding="utf-8"):
                 problems.append(f"student/{master.name} is out of date with notebooks/{master.name}; {todo}")
     text = README.read_text(encoding="utf-8")
     others = sorted({r for r in _COLAB.findall(text) if r != repo})

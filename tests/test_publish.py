@@ -173,3 +173,18 @@ def test_one_command_repoints_every_badge_and_install_cell_to_a_fork(tmp_path):
     for path in published[1:]:
         assert "course-lib @ git+https://github.com/my-school/keras-course" in _install_cell(path)
         assert f"github/my-school/keras-course/blob/main/student/{path.name}" in path.read_text()
+
+
+def test_a_students_answers_in_student_do_not_break_the_check(tmp_path):
+    # A student answers an exercise in their clone's student/ (the working copy): the drift
+    # check compares the committed student version, so the test command still passes.
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    answered = clone / "student" / STUDENTS[0].name
+    nb = nbformat.read(str(answered), as_version=4)
+    nb.cells[-1].source += "\n# my answer"
+    nbformat.write(nb, str(answered))
+    check = [sys.executable, "-m", "course_lib.publish", "--check", STUDENTS[0].name]
+    env = {**__import__("os").environ, "PYTHONPATH": str(clone)}
+    run = subprocess.run(check, cwd=clone, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -157,8 +157,7 @@ class ChannelStandardizer(_Normalizer):
     """
 
     def _fit(self, x):
-        self.mean_ = x.mean(axis=(0, 1, 2))
-        self.std_ = x.std(axis=(0, 1, 2))
+        self.mean_, self.std_ = channel_stats(x)
         flat = np.flatnonzero(self.std_ < STD_FLOOR)
         if flat.size:
             import warnings

@@ -1,14 +1,18 @@
 """Build the lecture decks: Markdown sources -> self-contained HTML files (and PDFs).
 
     python slides/build.py              # every deck in slides/src/ -> slides/build/*.html
-    python slides/build.py day2 --pdf   # one deck, plus a PDF printed by headless Chromium
+    python slides/build.py --pdf        # and one PDF per deck, printed by headless Chromium and checked:
+                                        # one page per slide, no blank page (needs poppler-utils)
+    python slides/build.py day2_preprocessing_batchnorm --pdf   # one deck
 
 A deck is a Markdown file in ``slides/src/``; slides are separated by a line ``---``.
 The first line ``# Title`` is the deck's title. Formulas are LaTeX between ``$...$``
 (inline) or ``$$...$$`` (display), converted to MathML, which browsers render
 natively, so no script or font is fetched. A figure is written ``![caption](fig:name)``
 and is drawn at build time by the function ``name`` in ``slides/figures.py`` (with
-course_lib and the course data), then embedded as a PNG. Lines starting with ``Note:``
+course_lib and the course data), then embedded as a PNG whose text is enlarged until it is
+readable on the slide (``legible_png``). ``{{name}}`` is replaced by the text ``name()`` in
+``slides/figures.py`` returns: numbers and table rows measured at build time, never typed in. Lines starting with ``Note:``
 are speaker notes (hidden; shown with the key ``n``). The HTML embeds its CSS, script
 and images: it opens offline, from a USB stick, with no CDN.
 """
@@ -22,12 +26,14 @@ import io
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SRC, OUT = HERE / "src", HERE / "build"
+VALUE = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 FIGURE = re.compile(r"!\[([^\]]*)\]\(fig:([A-Za-z_][A-Za-z0-9_]*)\)")
 DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.S)
 INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)(.+?)(?<!\\)\$")
@@ -37,24 +43,27 @@ TEMPLATE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <style>
+:root {{ --vh: 1vh; --vw: 1vw; }}
+@media print {{ :root {{ --vh: 0.09in; --vw: 0.16in; }} }}
 html, body {{ margin: 0; height: 100%; background: #222; font-family: "Segoe UI", Helvetica, Arial, sans-serif; }}
-.slide {{ display: none; box-sizing: border-box; width: 100vw; height: 100vh; padding: 4vh 6vw;
-         background: #fdfdfb; color: #1b1b1b; font-size: 2.6vh; line-height: 1.45; overflow: hidden; }}
+.slide {{ display: none; box-sizing: border-box; width: calc(100 * var(--vw)); height: calc(100 * var(--vh)); padding: calc(4 * var(--vh)) calc(6 * var(--vw));
+         background: #fdfdfb; color: #1b1b1b; font-size: calc(3.2 * var(--vh)); line-height: 1.35; overflow: hidden; }}
 .slide.active {{ display: flex; flex-direction: column; }}
-.slide h1 {{ font-size: 5.2vh; margin: 18vh 0 2vh; color: #123e6b; }}
-.slide h2 {{ font-size: 4vh; margin: 0 0 2vh; color: #123e6b; border-bottom: 2px solid #d6e2ef; padding-bottom: .6vh; }}
-.slide img {{ max-width: 100%; max-height: 52vh; object-fit: contain; display: block; margin: 1vh auto; }}
-.slide figure {{ margin: 0; text-align: center; }} .slide figcaption {{ font-size: 2vh; color: #555; }}
+.slide h1 {{ font-size: calc(5.2 * var(--vh)); margin: calc(18 * var(--vh)) 0 calc(2 * var(--vh)); color: #123e6b; }}
+.slide h2 {{ font-size: calc(4.6 * var(--vh)); margin: 0 0 calc(1.5 * var(--vh)); color: #123e6b; border-bottom: 2px solid #d6e2ef; padding-bottom: calc(.6 * var(--vh)); }}
+.slide img {{ max-width: calc(88 * var(--vw)); max-height: calc(62 * var(--vh)); height: auto; object-fit: contain; display: block; margin: calc(.5 * var(--vh)) auto; }}
+.slide figure {{ margin: 0; text-align: center; }} .slide figcaption {{ font-size: calc(2.3 * var(--vh)); color: #555; }}
 .slide code {{ background: #eef2f6; padding: 0 .3em; border-radius: 3px; font-size: .9em; }}
-.slide pre {{ background: #eef2f6; padding: 1vh 1.5vw; border-radius: 5px; font-size: 2vh; overflow: hidden; }}
-.slide table {{ border-collapse: collapse; margin: 1vh 0; font-size: 2.2vh; }}
-.slide th, .slide td {{ border-bottom: 1px solid #ccd; padding: .4vh 1vw; text-align: left; }}
-.slide math[display="block"] {{ font-size: 3vh; margin: 1.5vh 0; }}
-.slide .notes {{ display: none; }} body.notes .slide .notes {{ display: block; font-size: 1.9vh; color: #555;
-         border-top: 1px dashed #aaa; margin-top: auto; padding-top: 1vh; }}
-.footer {{ position: fixed; right: 2vw; bottom: 1.5vh; font-size: 1.8vh; color: #777; }}
-@media print {{ .slide {{ display: flex !important; flex-direction: column; page-break-after: always;
-               width: 100%; height: 100vh; }} .footer {{ display: none; }} @page {{ size: 16in 9in; margin: 0; }} }}
+.slide pre {{ background: #eef2f6; padding: calc(1 * var(--vh)) calc(1.5 * var(--vw)); border-radius: 5px; font-size: calc(2.6 * var(--vh)); overflow: hidden; }}
+.slide table {{ border-collapse: collapse; margin: calc(1 * var(--vh)) 0; font-size: calc(2.7 * var(--vh)); }}
+.slide th, .slide td {{ border-bottom: 1px solid #ccd; padding: calc(.4 * var(--vh)) calc(1 * var(--vw)); text-align: left; }}
+.slide math[display="block"] {{ font-size: calc(3.4 * var(--vh)); margin: calc(1.5 * var(--vh)) 0; }}
+.slide .notes {{ display: none; }} body.notes .slide .notes {{ display: block; font-size: calc(1.9 * var(--vh)); color: #555;
+         border-top: 1px dashed #aaa; margin-top: auto; padding-top: calc(1 * var(--vh)); }}
+.footer {{ position: fixed; right: calc(2 * var(--vw)); bottom: calc(1.5 * var(--vh)); font-size: calc(1.8 * var(--vh)); color: #777; }}
+@media print {{ html, body {{ height: auto; }} .slide {{ display: flex !important; flex-direction: column; break-after: page;
+               width: 100%; height: calc(100 * var(--vh)); }} .slide:last-of-type {{ break-after: auto; }}
+               .footer {{ display: none; }} @page {{ size: 16in 9in; margin: 0; }} }}
 </style></head>
 <body>
 {slides}
@@ -76,6 +85,17 @@ html, body {{ margin: 0; height: 100%; background: #222; font-family: "Segoe UI"
     else if (e.key === "n") document.body.classList.toggle("notes");
   }});
   document.addEventListener("click", function (e) {{ show(current + (e.clientX > innerWidth / 3 ? 1 : -1)); }});
+  // Slides whose content does not fit (cut off by overflow: hidden), checked once at load.
+  window.addEventListener("load", function () {{
+    var overflow = [];
+    slides.forEach(function (s, k) {{
+      var was = s.classList.contains("active");
+      s.classList.add("active");
+      if (s.scrollHeight > s.clientHeight + 2 || s.scrollWidth > s.clientWidth + 2) overflow.push(k + 1);
+      if (!was) s.classList.remove("active");
+    }});
+    document.documentElement.dataset.overflow = overflow.join(",");
+  }});
   show((parseInt(location.hash.slice(1), 10) || 1) - 1);
   document.documentElement.dataset.deckReady = String(slides.length);
 }})();
@@ -91,23 +111,114 @@ def to_mathml(latex: str, display: bool) -> str:
     return convert(latex.strip(), display="block" if display else "inline")
 
 
-def figure_png(name: str, cache: dict) -> str:
-    """Draw figure ``name`` from slides/figures.py and return it as a base64 data URI."""
-    if name not in cache:
-        sys.path.insert(0, str(HERE))
-        import figures  # slides/figures.py
+# Sizes are checked on a reference screen: a 1280 x 720 slide (16:9), where body text is 3.2vh.
+REF_W, REF_H = 1280, 720
+BODY_PX = 0.032 * REF_H
+FIG_MAX_W, FIG_MAX_H = 0.88 * REF_W, 0.62 * REF_H   # the CSS limits of a figure (88vw, 62vh)
+MIN_FIGURE_FRACTION = 0.5     # a main figure spans at least half the slide's width
+LABEL_MIN_PX = BODY_PX        # axis labels and titles: at least body-text size
+TEXT_MIN_PX = 0.8 * BODY_PX   # tick labels, legends, annotations: at least 80% of it
+DPI = 110
 
-        fn = getattr(figures, name, None)
+
+def _display_width(w_px: int, h_px: int) -> float:
+    """Width (reference pixels) at which the CSS shows a w x h PNG: as large as 88vw x 62vh allows."""
+    return min(FIG_MAX_W, FIG_MAX_H * w_px / h_px)
+
+
+def _texts(fig):
+    """Every visible, non-empty text of a figure, as (text, kind): kind "label" for axis labels and
+    titles (held to body-text size), "text" for tick labels, legends and annotations."""
+    out = []
+    suptitle = getattr(fig, "_suptitle", None)
+    if suptitle is not None:
+        out.append((suptitle, "label"))
+    out += [(t, "text") for t in fig.texts if t is not suptitle]
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        out += [(ax.xaxis.label, "label"), (ax.yaxis.label, "label")]
+        out += [(t, "label") for t in (ax.title, ax._left_title, ax._right_title)]
+        out += [(t, "text") for t in ax.get_xticklabels() + ax.get_yticklabels()]
+        out += [(t, "text") for t in ax.texts]
+        legend = ax.get_legend()
+        if legend is not None:
+            out += [(t, "text") for t in legend.get_texts()]
+    return [(t, kind) for t, kind in out if t.get_visible() and t.get_text().strip()]
+
+
+def _png(fig) -> tuple[bytes, int, int]:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    data = buf.getvalue()
+    width, height = struct.unpack(">II", data[16:24])   # the PNG header's IHDR chunk
+    return data, width, height
+
+
+def legible_png(fig) -> dict:
+    """Render ``fig`` so that, shown as large as a slide allows, its text is readable from the back
+    of the room: raise every text below the minimum (axis labels and titles to body-text size, other
+    text to 80% of it), re-layout, and repeat until the sizes hold. Return the PNG and its measured
+    sizes on the reference slide: ``width_fraction`` of the slide, smallest ``label_px`` / ``text_px``."""
+    import warnings
+
+    for attempt in range(5):
+        data, w, h = _png(fig)
+        px_per_pt = DPI / 72 * _display_width(w, h) / w
+        small = [(t, need) for t, kind in _texts(fig)
+                 if t.get_fontsize() * px_per_pt < (need := LABEL_MIN_PX if kind == "label" else TEXT_MIN_PX)]
+        if not small or attempt == 4:
+            break
+        for t, need in small:
+            t.set_fontsize(1.04 * need / px_per_pt)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if fig.get_layout_engine() is None:
+                fig.tight_layout()
+    sizes = {kind: min((t.get_fontsize() * px_per_pt for t, k in _texts(fig) if k == kind), default=float("inf"))
+             for kind in ("label", "text")}
+    return {"data": data, "width": w, "height": h, "width_fraction": _display_width(w, h) / REF_W,
+            "label_px": sizes["label"], "text_px": sizes["text"]}
+
+
+def _figures_module():
+    sys.path.insert(0, str(HERE))
+    import figures  # slides/figures.py
+
+    return figures
+
+
+def figure_png(name: str, cache: dict) -> dict:
+    """Draw figure ``name`` from slides/figures.py, made legible (:func:`legible_png`); cached by name."""
+    if name not in cache:
+        fn = getattr(_figures_module(), name, None)
         if fn is None:
             raise SystemExit(f"slides: no figure function {name!r} in slides/figures.py")
         import matplotlib.pyplot as plt
 
         fig = fn()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        cache[name] = legible_png(fig)
         plt.close(fig)
-        cache[name] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     return cache[name]
+
+
+def figure_html(caption: str, name: str, cache: dict) -> str:
+    fig = figure_png(name, cache)
+    uri = "data:image/png;base64," + base64.b64encode(fig["data"]).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="{uri}" width="{fig["width"]}" height="{fig["height"]}" style="width: calc({100 * fig["width_fraction"]:.1f} * var(--vw))" '
+            f'data-width-fraction="{fig["width_fraction"]:.3f}" data-label-px="{fig["label_px"]:.1f}" '
+            f'data-text-px="{fig["text_px"]:.1f}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def value_text(name: str, cache: dict) -> str:
+    """Text computed at build time by ``name()`` in slides/figures.py (a number or a table's rows)."""
+    key = ("value", name)
+    if key not in cache:
+        fn = getattr(_figures_module(), name, None)
+        if fn is None:
+            raise SystemExit(f"slides: no value function {name!r} in slides/figures.py")
+        cache[key] = str(fn())
+    return cache[key]
 
 
 def render_slide(text: str, figures_cache: dict) -> str:
@@ -122,15 +233,15 @@ def render_slide(text: str, figures_cache: dict) -> str:
         stash.append(fragment)
         return f"\x00{len(stash) - 1}\x00"
 
-    body = FIGURE.sub(lambda m: keep(f'<figure><img alt="{html.escape(m.group(1))}" src="{figure_png(m.group(2), figures_cache)}">'
-                                     f"<figcaption>{html.escape(m.group(1))}</figcaption></figure>"), body)
+    body = VALUE.sub(lambda m: value_text(m.group(1), figures_cache), body)
+    body = FIGURE.sub(lambda m: keep(figure_html(m.group(1), m.group(2), figures_cache)), body)
     body = DISPLAY_MATH.sub(lambda m: keep(to_mathml(m.group(1), True)), body)
     body = INLINE_MATH.sub(lambda m: keep(to_mathml(m.group(1), False)), body)
     out = markdown.markdown(body, extensions=["tables", "fenced_code"])
     out = re.sub(r"<p>\x00(\d+)\x00</p>", lambda m: stash[int(m.group(1))], out)
     out = re.sub(r"\x00(\d+)\x00", lambda m: stash[int(m.group(1))], out)
     if notes:
-        out += '<div class="notes">' + " ".join(html.escape(n) for n in notes) + "</div>"
+        out += '<div class="notes">' + "".join(f"<p>{html.escape(n)}</p>" for n in notes) + "</div>"
     return out
 
 
@@ -170,8 +281,44 @@ def print_pdf(html_path: Path) -> Path | None:
     pdf = html_path.with_suffix(".pdf")
     subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={html_path.parent / '.chromium'}",
                     "--no-pdf-header-footer", f"--print-to-pdf={pdf}", html_path.as_uri()],
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=300)
     return pdf
+
+
+def count_slides(html_path: Path) -> int:
+    return html_path.read_text(encoding="utf-8").count('<section class="slide"')
+
+
+def blank_pages(pdf: Path) -> list[int]:
+    """1-based numbers of the PDF's pages that are one flat colour (rendered small with poppler's pdftoppm)."""
+    import tempfile
+
+    import numpy as np
+    from matplotlib import image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["pdftoppm", "-r", "12", "-png", str(pdf), f"{tmp}/p"], check=True, capture_output=True, timeout=300)
+        pages = sorted(Path(tmp).glob("p-*.png"), key=lambda p: int(p.stem.split("-")[-1]))
+        blank = []
+        for k, page in enumerate(pages, start=1):
+            pixels = image.imread(page)[..., :3]
+            if (np.abs(pixels - pixels[1, 1]).sum(axis=-1) > 0.3).mean() < 0.002:
+                blank.append(k)
+    return blank
+
+
+def check_pdf(pdf: Path, n_slides: int) -> str:
+    """Raise SystemExit unless the PDF has one page per slide and no blank page (needs poppler-utils)."""
+    if shutil.which("pdfinfo") is None or shutil.which("pdftoppm") is None:
+        raise SystemExit("slides: checking a PDF needs poppler-utils (apt-get install poppler-utils)")
+    info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True).stdout
+    pages = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+    if pages != n_slides:
+        raise SystemExit(f"slides: {pdf.name} has {pages} pages for {n_slides} slides")
+    blank = blank_pages(pdf)
+    if blank:
+        raise SystemExit(f"slides: {pdf.name} has blank pages {blank}")
+    return f"{pages} pages, one per slide, none blank"
 
 
 def main(argv=None):
@@ -197,7 +344,7 @@ def main(argv=None):
         if args.pdf:
             pdf = print_pdf(out)
             if pdf:
-                print(f"printed {pdf}")
+                print(f"printed {pdf}: {check_pdf(pdf, count_slides(out))}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Figures of the lecture decks, drawn at build time from course_lib and the course data.
 
 Each function returns a matplotlib Figure; a deck asks for one with ``![caption](fig:name)``.
+A deck asks for a number or table rows measured at build time with ``{{name}}``: the
+functions that return text (``gap_accuracy``, ``resnet_rows``, ``cam_ours_rows``, ...).
 They use only offline data and small, fast computations. Work shared by several figures
-(the digits split, the faces scores, the ResNet counts, the small GAP CNN of the CAM
-figures) is computed once per build and kept in ``_CACHE``. Building every deck takes
-about 95 s of CPU (user + sys), half of it training the GAP CNN. Nothing here is pasted
-from elsewhere.
+(the digits split, the faces scores, the ResNet counts, the GAP CNN of the CAM figures) is
+computed once per build and kept in ``_CACHE``. The GAP CNN comes from the course's model
+zoo (``course_lib.zoo``, model "gap_cnn") when the zoo is in the tree; until then it is
+trained here (about 45 s of CPU, half of the build). Nothing here is pasted from elsewhere.
 """
 
 import numpy as np
@@ -37,13 +39,13 @@ def six_challenges():
                        for c in range(3)], -1)
     texture = data.load_texture("gravel")[:160, :160, None]
     cluttered = np.clip(0.55 * cat + 0.45 * texture, 0, 1)
-    panels = {"original": cat, "viewpoint (rotated 35°)": np.clip(ndimage.rotate(cat, 35, reshape=False, mode="nearest"), 0, 1),
-              "illumination (x0.35)": cat * 0.35, "deformation (elastic)": np.clip(warped, 0, 1),
-              "occlusion": occluded, "background clutter": cluttered}
-    fig, axes = plt.subplots(1, 6, figsize=(13, 2.6))
-    for ax, (name, img) in zip(axes, panels.items()):
+    panels = {"original": cat, "viewpoint: 35°": np.clip(ndimage.rotate(cat, 35, reshape=False, mode="nearest"), 0, 1),
+              "light x0.35": cat * 0.35, "elastic warp": np.clip(warped, 0, 1),
+              "occlusion": occluded, "clutter": cluttered}
+    fig, axes = plt.subplots(2, 3, figsize=(10, 7))
+    for ax, (name, img) in zip(axes.flat, panels.items()):
         ax.imshow(img)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name)
         ax.axis("off")
     fig.tight_layout()
     return fig
@@ -451,6 +453,29 @@ def threshold_tradeoff():
     return fig
 
 
+def _confusion_with_rates(y_true, y_pred, title):
+    """A confusion matrix next to the per-class precision and recall read off it (a slide-wide figure)."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import metrics
+
+    cm = metrics.confusion_matrix(y_true, y_pred, num_classes=10)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1, 1.2]})
+    metrics.plot_confusion_matrix(cm, title=title, ax=axes[0])
+    precision = np.diag(cm) / np.maximum(cm.sum(axis=0), 1)
+    recall = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+    k = np.arange(10)
+    axes[1].bar(k - 0.2, precision, 0.4, label="precision (column)")
+    axes[1].bar(k + 0.2, recall, 0.4, label="recall (row)")
+    axes[1].set_xticks(k)
+    axes[1].set_xlabel("class")
+    axes[1].set_ylabel("per-class rate")
+    axes[1].set_ylim(0, 1.25)
+    axes[1].legend(loc="upper center", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 def digits_confusion():
     """Day 5: the 10-class confusion matrix of a logistic regression on the test digits."""
     from sklearn.linear_model import LogisticRegression
@@ -460,15 +485,47 @@ def digits_confusion():
     (xtr, ytr), _, (xte, yte) = _cached("digits_split", _digits_split)
     model = LogisticRegression(max_iter=3000).fit(xtr.reshape(len(xtr), -1), ytr)
     pred = model.predict(xte.reshape(len(xte), -1))
-    cm = metrics.confusion_matrix(yte, pred, num_classes=10)
-    return metrics.plot_confusion_matrix(cm, title=f"digits, logistic regression: accuracy "
-                                                   f"{metrics.accuracy(yte, pred):.1%} on {len(yte)} test images")
+    return _confusion_with_rates(yte, pred, f"logistic regression: {metrics.accuracy(yte, pred):.1%} "
+                                            f"of {len(yte)} test digits")
 
 
 # ---------------------------------------------------------------------------- day 5: CAM
 
+def _zoo_available() -> bool:
+    """True once ``course_lib/zoo.py`` (the course's model zoo) is in the tree."""
+    from pathlib import Path
+
+    import course_lib
+
+    return (Path(course_lib.__file__).parent / "zoo.py").exists()
+
+
 def _gap_cnn():
-    """A small GAP CNN trained once on cluttered digits; shared by the CAM / Grad-CAM figures."""
+    """The GAP CNN of every CAM / Grad-CAM figure and its test split, as a dict.
+
+    From the model zoo (``zoo.load("gap_cnn")``, ``zoo.splits("gap_cnn")["test"]``) when it
+    exists; otherwise a small GAP CNN trained here on 2,000 cluttered digits for 8 epochs
+    (the same architecture as notebook 07's: four conv-BN-ReLU blocks, GAP, one Dense layer).
+    """
+    model = None
+    if _zoo_available():
+        from course_lib import zoo
+
+        try:
+            zoo.card("gap_cnn")
+        except FileNotFoundError:  # the zoo module is there but its weights are not trained yet
+            pass
+        else:
+            model, test = zoo.load("gap_cnn"), zoo.splits("gap_cnn")["test"]
+            source = 'course_lib.zoo model "gap_cnn"'
+    if model is None:
+        model, test = _train_gap_cnn()
+        source = "a GAP CNN trained at build time (2,000 cluttered digits, 8 epochs)"
+    accuracy = float((model.predict(test.images, verbose=0).argmax(-1) == test.labels).mean())
+    return {"model": model, "test": test, "accuracy": accuracy, "source": source}
+
+
+def _train_gap_cnn():
     import keras
 
     from course_lib import data
@@ -489,27 +546,62 @@ def _gap_cnn():
     schedule = keras.optimizers.schedules.CosineDecay(3e-3, epochs * int(np.ceil(2000 / 64)))
     model.compile(keras.optimizers.Adam(schedule), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    tr, va, te = splits["train"], splits["val"], splits["test"]
-    history = model.fit(tr.images, tr.labels, validation_data=(va.images, va.labels), epochs=epochs,
-                        batch_size=64, verbose=0)
-    accuracy = float((model.predict(te.images, verbose=0).argmax(-1) == te.labels).mean())
-    return model, te, history, accuracy
+    tr, va = splits["train"], splits["val"]
+    model.fit(tr.images, tr.labels, validation_data=(va.images, va.labels), epochs=epochs, batch_size=64, verbose=0)
+    return model, splits["test"]
 
 
-def gap_training():
-    """Day 5: training curves of the small GAP CNN the CAM figures explain."""
-    from course_lib import viz
+def _gap():
+    return _cached("gap_cnn", _gap_cnn)
 
-    model, test, history, accuracy = _cached("gap_cnn", _gap_cnn)
-    return viz.plot_history(history, title=f"GAP CNN on 2,000 cluttered digits, 8 epochs: "
-                                           f"test accuracy {accuracy:.0%}")
+
+def gap_accuracy():
+    """Text: test accuracy of the CAM figures' model."""
+    return f"{_gap()['accuracy']:.0%}"
+
+
+def gap_source():
+    """Text: where the CAM figures' model comes from (the zoo, or trained at build time)."""
+    return _gap()["source"]
+
+
+def gap_n_test():
+    return f"{len(_gap()['test'].labels):,}"
+
+
+def gap_confusion():
+    """Day 5: confusion matrix of the GAP CNN on its test split (what the CAM figures explain)."""
+    g = _gap()
+    pred = g["model"].predict(g["test"].images, verbose=0).argmax(-1)
+    return _confusion_with_rates(g["test"].labels, pred, f"GAP CNN: {g['accuracy']:.0%} of {len(pred)} test images")
+
+
+def _cam_ours():
+    from course_lib import explain
+
+    g = _gap()
+    t = g["test"]
+    return {method: explain.localization_accuracy(g["model"], t.images, t.labels, t.boxes, method=method)
+            for method in ("cam", "grad_cam", "grad_cam_plus_plus")}
+
+
+def cam_ours_rows():
+    """Table rows: top-1 and GT-known localization error of our GAP CNN at the paper's 20% threshold."""
+    names = {"cam": "CAM", "grad_cam": "Grad-CAM", "grad_cam_plus_plus": "Grad-CAM++"}
+    rows = []
+    for method, r in _cached("cam_ours", _cam_ours).items():
+        rows.append(f"| ours: {names[method]}, GAP CNN, cluttered digits | "
+                    f"{100 * (1 - r['localization_accuracy']):.1f} | {100 * (1 - r['gt_known_localization_accuracy']):.1f} "
+                    f"| {100 * (1 - r['classification_accuracy']):.1f} |")
+    return "\n".join(rows)
 
 
 def cam_gradcam_overlays():
     """Day 5: CAM, Grad-CAM and Grad-CAM++ of the predicted class on six test images (course_lib.explain)."""
     from course_lib import explain, viz
 
-    model, test, _, _ = _cached("gap_cnn", _gap_cnn)
+    g = _gap()
+    model, test = g["model"], g["test"]
     imgs = test.images[:6]
     pred = model.predict(imgs, verbose=0).argmax(-1)
     rows = {"CAM": explain.cam(model, imgs), "Grad-CAM": explain.grad_cam(model, imgs),
@@ -524,7 +616,7 @@ def gradcam_two_instances():
     """Day 5: two digits of the same class: Grad-CAM vs Grad-CAM++ (Chattopadhay et al. 2018)."""
     from course_lib import data, explain, viz
 
-    model, _, _, _ = _cached("gap_cnn", _gap_cnn)
+    model = _gap()["model"]
     two = data.make_cluttered_digits(5, subset="test", variant="two_instances", digit_size=(12, 22), seed=5)
     rows = {"Grad-CAM": explain.grad_cam(model, two.images, class_index=two.labels),
             "Grad-CAM++": explain.grad_cam_plus_plus(model, two.images, class_index=two.labels)}
@@ -540,23 +632,24 @@ def beyond_gradcam():
 
     from course_lib import explain
 
-    model, test, _, _ = _cached("gap_cnn", _gap_cnn)
-    imgs = test.images[:5]
+    g = _gap()
+    model, test = g["model"], g["test"]
+    imgs = test.images[:3]
     sal = explain.saliency(model, imgs)
     gb = explain.guided_backprop(model, imgs)
     ggc = explain.guided_grad_cam(model, imgs)
     occ = explain.occlusion(model, imgs, patch=8, stride=4)
-    fig, axes = plt.subplots(5, 5, figsize=(9.5, 9.5))
-    for i in range(5):
-        panels = [("image", imgs[i]), ("saliency |∂S/∂x|", explain.normalize(np.abs(sal[i]).max(-1)[None])[0]),
+    fig, axes = plt.subplots(3, 5, figsize=(11, 6.6))
+    for i in range(3):
+        panels = [("image", imgs[i]), ("saliency |dS/dx|", explain.normalize(np.abs(sal[i]).max(-1)[None])[0]),
                   ("guided backprop", _shown(gb[i])), ("guided Grad-CAM", _shown(ggc[i])),
-                  ("occlusion (8x8 grey patch)", explain.overlay(imgs[i], occ[i], alpha=0.55))]
+                  ("occlusion", explain.overlay(imgs[i], occ[i], alpha=0.55))]
         for ax, (name, panel) in zip(axes[i], panels):
             ax.imshow(panel, cmap="gray" if np.ndim(panel) == 2 else None)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(name, fontsize=9)
+                ax.set_title(name)
     fig.tight_layout()
     return fig
 
@@ -565,7 +658,8 @@ def rise_map():
     """Day 6: RISE (Petsiuk et al. 2018) with course_lib.explain.rise: 600 random masks, no gradient."""
     from course_lib import explain, viz
 
-    model, test, _, _ = _cached("gap_cnn", _gap_cnn)
+    g = _gap()
+    model, test = g["model"], g["test"]
     imgs = test.images[:5]
     pred = model.predict(imgs, verbose=0).argmax(-1)
     maps = explain.rise(model, imgs, n_masks=600, grid=6, p=0.5, progress=False)
@@ -612,5 +706,176 @@ def sharpening():
         ax.set_title(f"T = {t}: max {q.max():.2f}", fontsize=10)
         ax.set_xlabel("class")
     axes[0].set_ylabel("probability")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- day 1: baselines
+
+def _baselines():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    (xtr, ytr), _, (xte, yte) = _cached("digits_split", _digits_split)
+    xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
+    models = {"k-NN (k=3)": KNeighborsClassifier(3), "naive Bayes": GaussianNB(),
+              "logistic regression": LogisticRegression(max_iter=3000), "SVM (RBF)": SVC()}
+    return {name: float((m.fit(xtr, ytr).predict(xte) == yte).mean()) for name, m in models.items()}, len(yte)
+
+
+def baselines_digits():
+    """Day 1: test accuracy of the classic baselines on scikit-learn's 8x8 digits (scikit-learn defaults)."""
+    from course_lib import viz
+
+    scores, n = _cached("baselines", _baselines)
+    fig = viz.bar_table(scores, "test accuracy", f"8x8 digits, {n} test images, no tuning")
+    fig.axes[0].set_ylim(0, 1.12)
+    fig.axes[0].tick_params(axis="x", rotation=0)
+    fig.set_size_inches(9, 3.6)
+    return fig
+
+
+# ---------------------------------------------------------------------------- day 3: tables
+
+RESNET_PAPER_GFLOPS = {"ResNet-18": 1.8, "ResNet-34": 3.6, "ResNet-50": 3.8, "ResNet-101": 7.6, "ResNet-152": 11.3}
+"""He et al. (2016), Table 1, last row: FLOPs (multiply-adds) at 224x224."""
+
+
+def resnet_rows():
+    """Table rows: the paper's FLOPs next to the parameters and multiply-adds counted on course_lib's models."""
+    rows = _cached("resnet_table", _resnet_table)
+    return "\n".join(f"| {name} | {RESNET_PAPER_GFLOPS[name]} | {flops / 1e9:.2f} | {params / 1e6:.1f}M |"
+                     for name, (params, flops) in rows.items())
+
+
+# ---------------------------------------------------------------------------- day 5: visualizing CNNs
+
+def first_layer_filters():
+    """Day 5 (notebook 08): the 16 first-layer filters of the GAP CNN, each scaled to [0, 1]."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import viz
+
+    kernel = _gap()["model"].get_layer("conv1").get_weights()[0]
+    rng = np.random.default_rng(0)
+    panels = [viz.scale_filters(kernel), viz.scale_filters(rng.normal(size=kernel.shape))]
+    fig, axes = plt.subplots(2, 16, figsize=(11, 2.4))
+    for r, filters in enumerate(panels):
+        for k in range(16):
+            axes[r, k].imshow(filters[k], interpolation="nearest")
+            axes[r, k].set_xticks([])
+            axes[r, k].set_yticks([])
+        axes[r, 0].set_ylabel("trained" if r == 0 else "random", rotation=0, ha="right", va="center")
+    fig.suptitle(f"3x3x3 filters of conv1 ({_gap()['source']})")
+    fig.tight_layout()
+    return fig
+
+
+def activations_by_layer():
+    """Day 5 (notebook 08): one image's maps after each block: smaller, sparser, more specific with depth."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import explain
+
+    g = _gap()
+    img = g["test"].images[:1]
+    layers = ("relu1", "relu2", "relu3", "relu4")
+    fig, axes = plt.subplots(4, 7, figsize=(11, 6.6))
+    for r, layer in enumerate(layers):
+        acts = explain.layer_activations(g["model"], img, layer)[0]
+        strongest = np.argsort(-acts.max(axis=(0, 1)))[:6]
+        axes[r, 0].imshow(img[0])
+        zero = float((acts == 0).mean())
+        axes[r, 0].set_ylabel(f"{layer}, {acts.shape[0]}x{acts.shape[1]}\n{zero:.0%} zeros", rotation=0,
+                              ha="right", va="center")
+        for c, ch in enumerate(strongest, start=1):
+            axes[r, c].imshow(acts[..., ch], cmap="viridis")
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("the 6 strongest channels of each block for one test image")
+    fig.tight_layout()
+    return fig
+
+
+def max_patches():
+    """Day 5 (notebook 08): the test patches that excite three relu4 channels most."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import explain
+
+    g = _gap()
+    imgs = g["test"].images
+    acts = explain.layer_activations(g["model"], imgs, "relu4")
+    channels = np.argsort(-acts.max(axis=(0, 1, 2)))[:3]
+    fig, axes = plt.subplots(3, 6, figsize=(10, 5.4))
+    for r, ch in enumerate(channels):
+        patches, values, idx = explain.max_activating_patches(g["model"], imgs, "relu4", int(ch), k=6)
+        for c in range(6):
+            axes[r, c].imshow(np.clip(patches[c], 0, 1))
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            axes[r, c].set_title(f"digit {g['test'].labels[idx[c]]}")
+        axes[r, 0].set_ylabel(f"channel {ch}", rotation=0, ha="right", va="center")
+    fig.suptitle(f"relu4: receptive field {patches.shape[1]}x{patches.shape[2]} of the 48x48 input")
+    fig.tight_layout()
+    return fig
+
+
+def class_am():
+    """Day 5 (notebook 08): activation maximization of three class logits, 100 steps, L2 prior."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import explain
+
+    model = _gap()["model"]
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3.4))
+    for ax, c in zip(axes[:3], (0, 3, 7)):
+        img, scores = explain.activation_maximization(model, c, steps=100, lr=0.05, l2=1e-3)
+        ax.imshow(img)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"class {c}: logit {scores[-1]:.0f}")
+        axes[3].plot(scores, label=f"class {c}")
+    axes[3].set_xlabel("step")
+    axes[3].set_ylabel("class logit")
+    axes[3].legend()
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- day 6: sanity check, mixup
+
+def sanity_maps():
+    """Day 6: Grad-CAM on the trained model and on a weight-randomized copy (Adebayo et al. 2018)."""
+    from course_lib import explain, viz
+
+    g = _gap()
+    imgs = g["test"].images[:5]
+    result = explain.sanity_check(g["model"], imgs, method="grad_cam")
+    rows = {"trained": result["trained"], "randomized weights": result["randomized"]}
+    titles = [f"rank corr. {r:.2f}" for r in result["spearman"]]
+    return viz.heatmap_grid(imgs, rows, titles, g["test"].boxes[:5], "Grad-CAM before and after randomizing every kernel")
+
+
+def mixup_examples():
+    """Day 6: mixup of labelled digits (training.mixup_batch) at three values of lambda."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import training
+
+    (xtr, ytr), _, _ = _cached("digits_split", _digits_split)
+    a, b = xtr[:1], xtr[1:2]
+    onehot = np.eye(10, dtype=np.float32)[ytr[:2]]
+    fig, axes = plt.subplots(1, 5, figsize=(10, 2.8))
+    for ax, lam in zip(axes, (1.0, 0.8, 0.5, 0.2, 0.0)):
+        x, y = training.mixup_batch(np.concatenate([a, b]), onehot, np.array([lam, lam]), np.array([1, 0]))
+        ax.imshow(np.asarray(x)[0, ..., 0], cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        top = np.argsort(-np.asarray(y)[0])[:2]
+        ax.set_title(f"λ={lam}: " + ", ".join(f"{np.asarray(y)[0, k]:.1f}·'{k}'" for k in top if np.asarray(y)[0, k] > 0))
     fig.tight_layout()
     return fig

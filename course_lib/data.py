@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -234,6 +235,85 @@ def _place(rng, size, px, avoid, tries=50):
     return None
 
 
+# ------------------------------------------------------------------ the set cache
+
+#: The generator's building blocks: their source text is part of the cache key, so a cache
+#: written by an older generator is never reused (see :func:`_cache_key`).
+_GENERATOR_PARTS = ("_digit_pools", "_bright_colour", "_resize", "_texture_scales", "_background", "_paste",
+                    "_ink_box", "_overlap", "_scaled_digit", "_place", "_generate_cluttered_digits")
+
+
+def cache_dir() -> str:
+    """Where generated sets are cached: ``$COURSE_LIB_CACHE``, else ``<keras cache>/course_lib``.
+
+    The same policy as ``keras.datasets`` (``$KERAS_HOME/datasets`` or ``~/.keras/datasets``,
+    see :func:`keras_cache_dir`). The folder is safe to delete; ``COURSE_LIB_CACHE=off``
+    turns the cache off. Used by :func:`make_cluttered_digits`.
+    """
+    return os.environ.get("COURSE_LIB_CACHE") or os.path.join(keras_cache_dir(), "course_lib")
+
+
+def _cache_key(kind: str, args: dict) -> str:
+    """sha256 of the arguments, the generator's source and the versions of the data it reads."""
+    import hashlib
+    import inspect
+    import json
+
+    import skimage
+    import sklearn
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"kind": kind, "args": args}, sort_keys=True, default=str).encode())
+    for name in _GENERATOR_PARTS:
+        h.update(inspect.getsource(globals()[name]).encode())
+    h.update(f"numpy {np.__version__} sklearn {sklearn.__version__} skimage {skimage.__version__}".encode())
+    return h.hexdigest()
+
+
+def _cached(kind: str, args: dict, make):
+    """``make()``'s dict of arrays, read from the cache when its key matches, else made and stored.
+
+    A file whose stored key differs (an older generator, another version) or that cannot be
+    read (truncated) is regenerated and replaced, never reused. Writes are atomic (a temporary
+    file renamed), so two notebooks running at once cannot read half a file.
+    """
+    folder = cache_dir()
+    if folder.lower() in ("off", "0", "none"):
+        return make()
+    key = _cache_key(kind, args)
+    path = os.path.join(folder, f"{kind}-{key[:20]}.npz")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["cache_key"]) == key:
+                return {k: f[k] for k in f.files if k != "cache_key"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # missing, truncated or foreign: make it again
+    arrays = make()
+    try:
+        import tempfile
+
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, cache_key=np.array(key), **{k: v for k, v in arrays.items() if v is not None})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: work without the cache
+        pass
+    return arrays
+
+
+def clear_cache() -> int:
+    """Delete every cached set in :func:`cache_dir`; returns how many files were removed."""
+    folder, removed = cache_dir(), 0
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.endswith((".npz", ".tmp")):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    return removed
+
+
 def make_cluttered_digits(
     n: int,
     subset: str = "train",
@@ -257,6 +337,11 @@ def make_cluttered_digits(
     label when ``cue="label"`` (use for training), sits at a random position when
     ``cue="random"``, or is absent with ``cue="none"`` (use for testing).
     Deterministic: the same arguments give the same images. Used in notebooks 03-11.
+
+    Each set is made once per argument set and cached on disk (:func:`cache_dir`, the
+    Keras datasets' folder policy); the cache key includes the generator's source, so a
+    changed generator never reads an old file. Delete the folder, or call
+    :func:`clear_cache`, at any time.
     """
     n = check_positive_int(n, "n")
     image_size = check_positive_int(image_size, "image_size")
@@ -275,6 +360,15 @@ def make_cluttered_digits(
             f"digit_size max {hi} does not fit a {image_size}px image for variant {variant!r} "
             f"(at most {max_px}); make image_size larger or digit_size smaller."
         )
+    args = dict(n=n, subset=subset, image_size=image_size, variant=variant, digit_size=[int(lo), int(hi)],
+                n_clutter=int(n_clutter), cue=cue, seed=int(seed))
+    out = _cached("cluttered_digits", args, lambda: _generate_cluttered_digits(**args))
+    return ClutteredDigits(out["images"], out["labels"], out["boxes"], out.get("cue_boxes"))
+
+
+def _generate_cluttered_digits(n, subset, image_size, variant, digit_size, n_clutter, cue, seed) -> dict:
+    """The generator behind :func:`make_cluttered_digits` (arguments already checked); a dict of arrays."""
+    lo, hi = digit_size
     ink, all_labels, pools = _digit_pools()
     pool = pools[subset]
     rng = np.random.default_rng([seed, SUBSETS.index(subset), VARIANTS.index(variant)])
@@ -325,7 +419,7 @@ def make_cluttered_digits(
                 _paste(canvas, frag * 0.9, _bright_colour(rng), *spot)
         images[i] = np.clip(canvas, 0.0, 1.0)
     out_boxes = boxes[:, 0] if n_obj == 1 else boxes
-    return ClutteredDigits(images, labels, out_boxes, cue_boxes)
+    return {"images": images, "labels": labels, "boxes": out_boxes, "cue_boxes": cue_boxes}
 
 
 def cluttered_digits_splits(n_train: int, n_val: int, n_test: int, seed: int = 0, **kwargs) -> dict:

@@ -185,7 +185,8 @@ def _resnet_table():
     rows = {}
     for depth in (18, 34, 50, 101, 152):
         m = models.resnet(depth, input_shape=(224, 224, 3))
-        rows[f"ResNet-{depth}"] = (m.count_params(), models.count_flops(m))
+        trainable = sum(int(np.prod(w.shape)) for w in m.trainable_weights)  # the paper's / torchvision's count
+        rows[f"ResNet-{depth}"] = (trainable, models.count_flops(m))
     return rows
 
 
@@ -197,16 +198,17 @@ def resnet_table():
     names = list(rows)
     params = np.array([rows[n][0] for n in names]) / 1e6
     flops = np.array([rows[n][1] for n in names]) / 1e9
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for ax, vals, label, fmt in ((axes[0], params, "parameters (millions)", "{:.1f}M"),
-                                 (axes[1], flops, "multiply-adds per image (billions)", "{:.2f}G")):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, vals, label, fmt in ((axes[0], params, "trainable parameters (M)", "{:.1f}M"),
+                                 (axes[1], flops, "multiply-adds per image (G)", "{:.2f}G")):
         bars = ax.bar(names, vals, color=["#6a9fd4"] * 2 + ["#d48a6a"] * 3)
         for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v, fmt.format(v), ha="center", va="bottom", fontsize=9)
+            ax.text(b.get_x() + b.get_width() / 2, v, fmt.format(v), ha="center", va="bottom")
+        ax.set_ylim(0, 1.18 * vals.max())
         ax.set_ylabel(label)
-        ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle("built with course_lib.models.resnet, 1000 classes (blue: basic blocks, orange: bottleneck)",
-                 fontsize=10)
+        ax.tick_params(axis="x", rotation=30)
+    axes[0].set_title("blue: basic blocks")
+    axes[1].set_title("orange: bottleneck blocks")
     fig.tight_layout()
     return fig
 
@@ -741,6 +743,22 @@ def baselines_digits():
 
 RESNET_PAPER_GFLOPS = {"ResNet-18": 1.8, "ResNet-34": 3.6, "ResNet-50": 3.8, "ResNet-101": 7.6, "ResNet-152": 11.3}
 """He et al. (2016), Table 1, last row: FLOPs (multiply-adds) at 224x224."""
+
+
+MOBILENET_V2_PAPER = {0.35: ("60.3%", "59M", "1.7M"), 1.0: ("72.0%", "300M", "3.4M"), 1.4: ("74.7%", "585M", "6.9M")}
+"""Sandler et al. (2018) and the released checkpoints, 224x224: top-1, multiply-adds, parameters."""
+
+
+def mobilenet_rows():
+    """Table rows: MobileNetV2's published numbers next to course_lib's counts at the same width."""
+    from course_lib import models
+
+    out = []
+    for alpha, (top1, macs, params) in MOBILENET_V2_PAPER.items():
+        m = models.mobilenet_v2(alpha, input_shape=(224, 224, 3))
+        out.append(f"| {alpha} | {top1} | {macs} | {models.count_flops(m) / 1e6:.0f}M | {params} | "
+                   f"{m.count_params() / 1e6:.2f}M |")
+    return "\n".join(out)
 
 
 def resnet_rows():

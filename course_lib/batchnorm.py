@@ -353,11 +353,23 @@ def bn_forward(x, gamma, beta, eps: float = 1e-3):
     return y, cache["mean"], cache["var"]
 
 
+def bn_backward(dy, x, gamma, eps: float = 1e-3):
+    """Gradients of training-mode BN from the forward input: ``(dx, dgamma, dbeta)``.
+
+    Recomputes the forward pass on ``x`` (N, ..., C) and applies :func:`batchnorm_backward`
+    to the upstream gradient ``dy`` (x's shape). Notebook 02, exercise 3.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    beta = np.zeros(np.shape(gamma))
+    _, cache = batchnorm_forward(x, np.asarray(gamma, dtype=np.float64), beta, eps)
+    return batchnorm_backward(np.asarray(dy, dtype=np.float64), cache)
+
+
 def fold_dense_bn(kernel, bias, gamma, beta, moving_mean, moving_var, eps: float = 1e-3):
     """Dense -> inference-mode BN folded into one Dense: ``(new_kernel, new_bias)`` in float64.
 
     :func:`folded_weights` for a Dense kernel (D_in, D_out): kernel * s and
-    (bias - mean) * s + beta with s = gamma / sqrt(var + eps). Notebook 02, exercise 3.
+    (bias - mean) * s + beta with s = gamma / sqrt(var + eps). Notebook 02, exercise 5.
     """
     return folded_weights(np.asarray(kernel, np.float64), np.asarray(bias, np.float64), gamma, beta,
                           moving_mean, moving_var, eps)

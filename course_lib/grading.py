@@ -135,6 +135,8 @@ class Exercise:
     points: float | None
     tests: list[TestInfo]
     solution_lines: list[str]
+    manual: bool = False  # a written answer graded by a person (``manual: true``)
+    written_solution: list[str] = dataclasses.field(default_factory=list)  # its model answer (markdown)
 
 
 def _source(cell) -> str:
@@ -209,7 +211,7 @@ def parse_exercises(path) -> list[Exercise]:
             f"{path}: the first cell must be the raw '# ASSIGNMENT CONFIG' cell "
             "(CONTRIBUTING.md, 'Notebooks', item 1)."
         )
-    exercises, current, in_tests = [], None, False
+    exercises, current, in_tests, in_solution = [], None, False, False
     for i, cell in enumerate(nb.cells[1:], start=1):
         directive = _raw_directive(cell)
         if directive == "BEGIN QUESTION":
@@ -218,7 +220,7 @@ def parse_exercises(path) -> list[Exercise]:
             cfg = _raw_config(cell)
             if "name" not in cfg:
                 raise ValueError(f"{path}, cell {i}: BEGIN QUESTION without a 'name:' line.")
-            current = Exercise(str(cfg["name"]), cfg.get("points"), [], [])
+            current = Exercise(str(cfg["name"]), cfg.get("points"), [], [], manual=bool(cfg.get("manual", False)))
         elif directive == "END QUESTION":
             if current is None:
                 raise ValueError(f"{path}, cell {i}: END QUESTION without BEGIN QUESTION.")
@@ -228,6 +230,12 @@ def parse_exercises(path) -> list[Exercise]:
             in_tests = True
         elif directive == "END TESTS":
             in_tests = False
+        elif directive == "BEGIN SOLUTION":
+            in_solution = True
+        elif directive == "END SOLUTION":
+            in_solution = False
+        elif cell.cell_type == "markdown" and current is not None and in_solution:
+            current.written_solution.append(_source(cell))
         elif cell.cell_type == "code" and current is not None:
             code = _source(cell)
             if in_tests:
@@ -248,13 +256,16 @@ def check_master(path) -> list[Exercise]:
     Rules (CONTRIBUTING.md): at least three autograded exercises named ``q1_...``,
     ``q2_...`` in order, each worth a positive whole number of points, each with a
     solution and at least one public test; when tests give points they add up to the
-    question's points. Raises ValueError naming the notebook, the exercise and the fix.
+    question's points. A written exercise (``manual: true``, graded by a person) has no
+    tests; it needs a model answer in markdown between raw ``# BEGIN SOLUTION`` and
+    ``# END SOLUTION`` cells. Raises ValueError naming the notebook, the exercise and the fix.
     """
     exercises = parse_exercises(path)
-    if len(exercises) < MIN_EXERCISES:
+    autograded = [ex for ex in exercises if not ex.manual]
+    if len(autograded) < MIN_EXERCISES:
         raise ValueError(
-            f"{path}: {len(exercises)} exercise(s) found, at least {MIN_EXERCISES} are required "
-            "(CONTRIBUTING.md, 'Exercises')."
+            f"{path}: {len(autograded)} exercise(s) found, at least {MIN_EXERCISES} are required "
+            "(autograded ones; written, manual ones come on top; CONTRIBUTING.md, 'Exercises')."
         )
     for k, ex in enumerate(exercises, start=1):
         where = f"{path}, exercise {ex.name!r}"
@@ -262,6 +273,15 @@ def check_master(path) -> list[Exercise]:
             raise ValueError(f"{where}: exercise {k} must be named 'q{k}_...' (notebook order).")
         if not isinstance(ex.points, int) or isinstance(ex.points, bool) or ex.points <= 0:
             raise ValueError(f"{where}: 'points:' must be a positive whole number, got {ex.points!r}.")
+        if ex.manual:
+            if ex.tests:
+                raise ValueError(f"{where}: a written (manual: true) exercise is graded by a person; remove its tests.")
+            if not any(text.strip() for text in ex.written_solution):
+                raise ValueError(
+                    f"{where}: a written exercise needs a model answer: a markdown cell between raw "
+                    "'# BEGIN SOLUTION' and '# END SOLUTION' cells."
+                )
+            continue
         if not ex.tests:
             raise ValueError(f"{where}: no test cells between BEGIN TESTS and END TESTS.")
         if all(t.hidden for t in ex.tests):
@@ -301,6 +321,16 @@ def leaked_lines(master_path, student_path) -> list[str]:
         for line in _source(cell).splitlines()
     }
     return sorted((solutions - other) & student_code)
+
+
+def leaked_written_answers(master_path, student_path) -> list[str]:
+    """Names of the master's written (manual) exercises whose model answer is in the student file."""
+    student_md = [_source(c).strip() for c in read_notebook(student_path).cells if c.cell_type == "markdown"]
+    return [
+        ex.name
+        for ex in parse_exercises(master_path)
+        if ex.manual and any(text.strip() and text.strip() in student_md for text in ex.written_solution)
+    ]
 
 
 def hidden_tests_in(master_path, student_path) -> list[str]:
@@ -421,7 +451,7 @@ def assign(master, out_dir="dist") -> Assigned:
     public_tests = dict(read_notebook(done.student).metadata["otter"]["tests"])
     _replace_init_cell(done.student, public_tests)
     _replace_init_cell(done.autograder_notebook, public_tests)
-    leaked = leaked_lines(master, done.student)
+    leaked = leaked_lines(master, done.student) + leaked_written_answers(master, done.student)
     hidden = hidden_tests_in(master, done.student)
     if leaked or hidden:
         done.student.unlink()

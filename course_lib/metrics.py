@@ -773,7 +773,7 @@ def top_confusions(cm, k: int = 3) -> list:
     """The k largest off-diagonal cells of a confusion matrix as (true, predicted, count).
 
     Largest count first, ties by (true, predicted); cells with count 0 are left out.
-    Notebook 06 (exercise 3) and notebook 11 (exercise 2).
+    Notebook 11 (exercise 2); notebook 06 prints it after its reading exercise.
     """
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
@@ -781,3 +781,19 @@ def top_confusions(cm, k: int = 3) -> list:
     cells = [(int(i), int(j), int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm))
              if i != j and cm[i, j] > 0]
     return sorted(cells, key=lambda c: (-c[2], c[0], c[1]))[:k]
+
+
+def row_percentages(cm) -> np.ndarray:
+    """100 * C[i, j] / sum_j C[i, j] as float: where the examples of each true class went.
+
+    Each row with at least one example sums to 100 and its diagonal cell is the recall of
+    that class; a class with no example gets a row of zeros (as scikit-learn's
+    ``confusion_matrix(..., normalize="true")``). Notebook 06, exercise 4.
+    """
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square confusion matrix; got shape {cm.shape}.")
+    if not np.issubdtype(cm.dtype, np.number) or (cm < 0).any():
+        raise ValueError("cm must hold non-negative counts.")
+    rows = cm.sum(axis=1, keepdims=True).astype(float)
+    return np.divide(100.0 * cm, rows, out=np.zeros(cm.shape), where=rows > 0)

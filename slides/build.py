@@ -108,6 +108,8 @@ def to_mathml(latex: str, display: bool) -> str:
     """LaTeX -> MathML with latex2mathml (rendered natively by browsers, no script)."""
     from latex2mathml.converter import convert
 
+    # latex2mathml's bmatrix brackets do not stretch in browsers; \left[ ... \right] ones do
+    latex = latex.replace(r"\begin{bmatrix}", r"\left[\begin{matrix}").replace(r"\end{bmatrix}", r"\end{matrix}\right]")
     return convert(latex.strip(), display="block" if display else "inline")
 
 

@@ -462,8 +462,10 @@ def _confusion_with_rates(y_true, y_pred, title):
     from course_lib import metrics
 
     cm = metrics.confusion_matrix(y_true, y_pred, num_classes=10)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1, 1.2]})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1, 1.1]})
     metrics.plot_confusion_matrix(cm, title=title, ax=axes[0])
+    for extra in fig.axes[2:]:  # the matrix's colour bar: its label would crowd the next panel
+        extra.set_ylabel("")
     precision = np.diag(cm) / np.maximum(cm.sum(axis=0), 1)
     recall = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
     k = np.arange(10)
@@ -502,29 +504,55 @@ def _zoo_available() -> bool:
     return (Path(course_lib.__file__).parent / "zoo.py").exists()
 
 
+def _zoo_model(name: str):
+    """``(model, test split, card)`` of zoo model ``name``, or None while the zoo or its weights are absent."""
+    if not _zoo_available():
+        return None
+    from course_lib import zoo
+
+    try:
+        card = zoo.card(name)
+    except FileNotFoundError:  # the zoo is there but this model's weights are not trained yet
+        return None
+    test = zoo.splits(name)["test"] if hasattr(zoo, "splits") else zoo.dataset(name, "test")
+    return zoo.load(name), test, card
+
+
+def _card_text(name: str, card: dict) -> str:
+    n_train = card.get("data", {}).get("n_train")
+    size = f"{n_train:,} images, " if n_train else ""
+    return f'course_lib.zoo model "{name}" ({size}{card["epochs"]} epochs; card: test accuracy {card["test"]["accuracy"]:.3f})'
+
+
 def _gap_cnn():
     """The GAP CNN of every CAM / Grad-CAM figure and its test split, as a dict.
 
-    From the model zoo (``zoo.load("gap_cnn")``, ``zoo.splits("gap_cnn")["test"]``) when it
-    exists; otherwise a small GAP CNN trained here on 2,000 cluttered digits for 8 epochs
-    (the same architecture as notebook 07's: four conv-BN-ReLU blocks, GAP, one Dense layer).
+    From the model zoo (``zoo.load("gap_cnn")`` and its test split) when it exists; otherwise a
+    small GAP CNN trained here on 2,000 cluttered digits for 8 epochs (the architecture of
+    notebook 07: four conv-BN-ReLU blocks, GAP, one Dense layer).
     """
-    model = None
-    if _zoo_available():
-        from course_lib import zoo
-
-        try:
-            zoo.card("gap_cnn")
-        except FileNotFoundError:  # the zoo module is there but its weights are not trained yet
-            pass
-        else:
-            model, test = zoo.load("gap_cnn"), zoo.splits("gap_cnn")["test"]
-            source = 'course_lib.zoo model "gap_cnn"'
-    if model is None:
+    found = _zoo_model("gap_cnn")
+    if found is not None:
+        model, test, card = found
+        source = _card_text("gap_cnn", card)
+    else:
         model, test = _train_gap_cnn()
-        source = "a GAP CNN trained at build time (2,000 cluttered digits, 8 epochs)"
+        source = "a GAP CNN trained at build time (2,000 cluttered digits, 8 epochs; no zoo weights found)"
     accuracy = float((model.predict(test.images, verbose=0).argmax(-1) == test.labels).mean())
     return {"model": model, "test": test, "accuracy": accuracy, "source": source}
+
+
+def _small_cnn():
+    """Notebook 08's network (zoo "small_cnn": a 5x5 conv1, then 3x3 convs) with its layer names; the
+    GAP CNN stands in while the zoo has no small_cnn."""
+    found = _zoo_model("small_cnn")
+    if found is not None:
+        model, test, card = found
+        return {"model": model, "test": test, "source": _card_text("small_cnn", card), "conv1": "conv1",
+                "relu": [f"conv{i}_relu" for i in range(1, 5)]}
+    g = _gap()
+    return {"model": g["model"], "test": g["test"], "source": g["source"], "conv1": "conv1",
+            "relu": [f"relu{i}" for i in range(1, 5)]}
 
 
 def _train_gap_cnn():
@@ -565,6 +593,11 @@ def gap_accuracy():
 def gap_source():
     """Text: where the CAM figures' model comes from (the zoo, or trained at build time)."""
     return _gap()["source"]
+
+
+def features_source():
+    """Text: where notebook 08's network in the slides comes from."""
+    return _cached("small_cnn", _small_cnn)["source"]
 
 
 def gap_n_test():
@@ -776,7 +809,8 @@ def first_layer_filters():
 
     from course_lib import viz
 
-    kernel = _gap()["model"].get_layer("conv1").get_weights()[0]
+    f = _cached("small_cnn", _small_cnn)
+    kernel = f["model"].get_layer(f["conv1"]).get_weights()[0]
     rng = np.random.default_rng(0)
     panels = [viz.scale_filters(kernel), viz.scale_filters(rng.normal(size=kernel.shape))]
     fig, axes = plt.subplots(2, 16, figsize=(11, 2.4))
@@ -786,7 +820,7 @@ def first_layer_filters():
             axes[r, k].set_xticks([])
             axes[r, k].set_yticks([])
         axes[r, 0].set_ylabel("trained" if r == 0 else "random", rotation=0, ha="right", va="center")
-    fig.suptitle(f"3x3x3 filters of conv1 ({_gap()['source']})")
+    fig.suptitle(f"the {kernel.shape[0]}x{kernel.shape[1]}x3 filters of conv1")
     fig.tight_layout()
     return fig
 
@@ -797,9 +831,9 @@ def activations_by_layer():
 
     from course_lib import explain
 
-    g = _gap()
+    g = _cached("small_cnn", _small_cnn)
     img = g["test"].images[:1]
-    layers = ("relu1", "relu2", "relu3", "relu4")
+    layers = g["relu"]
     fig, axes = plt.subplots(4, 7, figsize=(11, 6.6))
     for r, layer in enumerate(layers):
         acts = explain.layer_activations(g["model"], img, layer)[0]
@@ -824,20 +858,20 @@ def max_patches():
 
     from course_lib import explain
 
-    g = _gap()
-    imgs = g["test"].images
-    acts = explain.layer_activations(g["model"], imgs, "relu4")
+    g = _cached("small_cnn", _small_cnn)
+    imgs, last = g["test"].images[:1000], g["relu"][-1]
+    acts = explain.layer_activations(g["model"], imgs, last)
     channels = np.argsort(-acts.max(axis=(0, 1, 2)))[:3]
     fig, axes = plt.subplots(3, 6, figsize=(10, 5.4))
     for r, ch in enumerate(channels):
-        patches, values, idx = explain.max_activating_patches(g["model"], imgs, "relu4", int(ch), k=6)
+        patches, values, idx = explain.max_activating_patches(g["model"], imgs, last, int(ch), k=6)
         for c in range(6):
             axes[r, c].imshow(np.clip(patches[c], 0, 1))
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
             axes[r, c].set_title(f"digit {g['test'].labels[idx[c]]}")
         axes[r, 0].set_ylabel(f"channel {ch}", rotation=0, ha="right", va="center")
-    fig.suptitle(f"relu4: receptive field {patches.shape[1]}x{patches.shape[2]} of the 48x48 input")
+    fig.suptitle(f"{last}: receptive field {patches.shape[1]}x{patches.shape[2]} of the 48x48 input")
     fig.tight_layout()
     return fig
 
@@ -848,7 +882,7 @@ def class_am():
 
     from course_lib import explain
 
-    model = _gap()["model"]
+    model = _cached("small_cnn", _small_cnn)["model"]
     fig, axes = plt.subplots(1, 4, figsize=(11, 3.4))
     for ax, c in zip(axes[:3], (0, 3, 7)):
         img, scores = explain.activation_maximization(model, c, steps=100, lr=0.05, l2=1e-3)

@@ -175,7 +175,9 @@ def legible_png(fig) -> dict:
             t.set_fontsize(1.04 * need / px_per_pt)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if fig.get_layout_engine() is None:
+            # re-layout only figures made of subplots: tight_layout would push subplots over hand-placed axes
+            # (colour bars added with add_axes)
+            if fig.get_layout_engine() is None and all(ax.get_subplotspec() is not None for ax in fig.axes):
                 fig.tight_layout()
     sizes = {kind: min((t.get_fontsize() * px_per_pt for t, k in _texts(fig) if k == kind), default=float("inf"))
              for kind in ("label", "text")}
@@ -237,6 +239,9 @@ def render_slide(text: str, figures_cache: dict) -> str:
 
     body = VALUE.sub(lambda m: value_text(m.group(1), figures_cache), body)
     body = FIGURE.sub(lambda m: keep(figure_html(m.group(1), m.group(2), figures_cache)), body)
+    if "(fig:" in body:
+        line = next(line for line in body.splitlines() if "(fig:" in line)
+        raise SystemExit(f"slides: a figure is not written ![caption](fig:name) (no ']' in the caption): {line!r}")
     body = DISPLAY_MATH.sub(lambda m: keep(to_mathml(m.group(1), True)), body)
     body = INLINE_MATH.sub(lambda m: keep(to_mathml(m.group(1), False)), body)
     out = markdown.markdown(body, extensions=["tables", "fenced_code"])

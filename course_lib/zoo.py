@@ -258,6 +258,33 @@ def load(name: str):
                        f"or retrain the model with: {retrain_command(name)}")
 
 
+def warm_start(model, name: str) -> dict:
+    """Copy zoo model ``name``'s trained weights into ``model``, layer by layer, matched by layer name.
+
+    A layer gets the zoo layer's weights when a layer of the same name exists there with
+    weights of the same shapes; any other layer keeps its initialisation (typically a new
+    head for another number of classes). Convolution weights do not depend on the input
+    size, so a network built for 32x32 images starts from a zoo model trained on 24x24 ones.
+    Returns ``{"copied": [layer names], "kept": [layer names]}`` (layers with weights only).
+    Raises ValueError when no layer matches (a different architecture). Used in notebook 11.
+    """
+    source = {layer.name: layer for layer in load(name).layers}
+    copied, kept = [], []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        match = source.get(layer.name)
+        if match is not None and [w.shape for w in match.weights] == [w.shape for w in layer.weights]:
+            layer.set_weights(match.get_weights())
+            copied.append(layer.name)
+        else:
+            kept.append(layer.name)
+    if not copied:
+        raise ValueError(f"no layer of {model.name!r} matches zoo model {name!r} by name and shape; build the model "
+                         f"with the zoo model's builder ({SPECS[name]['build'][0]}) to warm-start it.")
+    return {"copied": copied, "kept": kept}
+
+
 # ----------------------------------------------------------------------------- training and scoring
 
 

@@ -104,3 +104,26 @@ def test_a_card_that_lies_about_its_file_is_caught(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(RuntimeError, match="sha256"):
         zoo.load("gap_cnn")
+
+
+def test_warm_start_copies_matching_layers_and_keeps_a_new_head():
+    from course_lib import models
+
+    # The template's network: the zoo's ResNet-8 at another input size, with 5 classes and dropout.
+    model = models.resnet(8, (32, 32, 3), 5, variant="cifar", width=16, dropout=0.1)
+    report = zoo.warm_start(model, "resnet_digits")
+    source = zoo.load("resnet_digits")
+    assert len(report["kept"]) == 1, report["kept"]  # only the 5-class head
+    for name in report["copied"]:
+        for a, b in zip(model.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert len(report["copied"]) == len([layer for layer in source.layers if layer.weights]) - 1
+
+
+def test_warm_start_refuses_an_unrelated_architecture():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    other = keras.Model(inputs, keras.layers.Dense(3, name="something_else")(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ValueError, match="no layer .* matches zoo model 'resnet_digits'"):
+        zoo.warm_start(other, "resnet_digits")

@@ -123,10 +123,28 @@ def box_iou(y_true, y_pred, dtype="float32"):
     """Element-wise IoU of two (..., 4) xyxy tensors (Keras ops, differentiable, broadcast).
 
     :math:`IoU = |A \\cap B| / |A \\cup B|`; 0 for disjoint boxes. The union is
-    clamped away from 0, so two degenerate (zero-area) boxes give 0, never NaN.
-    Inverted predicted boxes (x_max < x_min) count as empty. Computed in ``dtype``
-    (float32; ``course_lib.explain.box_iou`` asks for float64). The one box IoU of the
-    course: :func:`iou`, :class:`BoxIoU` and ``course_lib.explain.box_iou`` call it.
+    clamped away from 0 (1e-12), so two degenerate (zero-area) boxes give 0, never NaN.
+    Inverted predicted boxes (x_max < x_min) count as empty. No validation: this is the
+    metric inside training graphs; :func:`iou` is the checked NumPy entry point.
+
+    Parameters
+    ----------
+    y_true, y_pred : float tensors or arrays of shapes (..., 4) that broadcast
+        Boxes (x_min, y_min, x_max, y_max), normalised to [0, 1] or in pixels (both alike).
+    dtype : str
+        The dtype the IoU is computed and returned in (float32; ``course_lib.explain.box_iou``
+        asks for float64).
+
+    Returns
+    -------
+    iou : backend tensor of the broadcast shape without the last axis, ``dtype``, in [0, 1]
+
+    References
+    ----------
+    The Jaccard index of two boxes, the detection criterion of PASCAL VOC (Everingham et
+    al., IJCV 2010). The one box IoU of the course: :func:`iou`, :class:`BoxIoU` and
+    ``course_lib.explain.box_iou`` call it. Used in notebook 05 (and 07, 09 through
+    ``course_lib.explain.box_iou``).
     """
     y_true = ops.cast(y_true, dtype)
     y_pred = ops.cast(y_pred, dtype)

@@ -495,6 +495,11 @@ def walk_layers(model, nested_models: bool = True):
     nested_models : bool
         True: a nested model is yielded, then its layers; False: only the leaf layers.
 
+    Yields
+    ------
+    layer : keras.layers.Layer
+        In ``model.layers`` order, each nested model's layers right after it (or in its place).
+
     The one walker over nested layers of course_lib: :func:`count_flops`,
     ``training.unfreeze_top`` and ``course_lib.explain`` use it. Notebooks 03, 04, 07-09.
     """

@@ -559,6 +559,25 @@ def test_bad_inputs_raise_clear_errors(models, images):
         ex.cam_to_box(np.ones(4))
     with pytest.raises(ValueError, match="heatmap must be"):
         ex.overlay(images[0], np.ones((2, 4, 4)))
+    # The errors the docstrings' Raises sections name (issue 16: docstrings checked against the code).
+    with pytest.raises(ValueError, match="cmap must be a matplotlib colormap name.*got 'nope'"):
+        ex.overlay(images[0], np.ones((4, 4)), cmap="nope")
+    with pytest.raises(ValueError, match=r"c must be a class index in \[0, 4\]; got 5"):
+        ex.cam_weighted_sum(np.ones((2, 2, 3)), np.ones((3, 5)), 5)
+    with pytest.raises(ValueError, match=r"channel must be an int in \[0, 2\]; got 3"):
+        ex.top_images(np.ones((4, 2, 2, 3)), 3, 1)
+    with pytest.raises(ValueError, match=r"activations must be \(N, h, w, K\)"):
+        ex.top_images(np.ones((4, 3)), 0, 1)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer; got 0"):
+        ex.deletion_insertion(model, images, np.ones((6, SIZE, SIZE)), batch_size=0)
+    free = keras.Model(*(lambda i: (i, L.Dense(2)(L.GlobalAveragePooling2D()(L.Conv2D(2, 3, name="c")(i)))))(
+        keras.Input((None, None, 3))))
+    for call in (lambda: ex.receptive_field(free, "c"), lambda: ex.activation_maximization(free, 0, steps=1)):
+        with pytest.raises(ValueError, match=r"the model's input is \(None, None, 3\). Pass input_shape"):
+            call()
+    assert ex.receptive_field(free, "c", input_shape=(8, 8, 3)) == (3, 3, 6, 6)  # 3x3 valid: unit (3, 3) sees 3-5
+    with pytest.raises(ValueError, match=r"input_shape is \(8, 8\). Pass input_shape=\(H, W, C\)"):
+        ex.receptive_field(free, "c", input_shape=(8, 8))
 
 
 def test_cam_rejects_other_heads(images):

@@ -31,40 +31,125 @@ from ..models import walk_layers
 
 
 def keras_history(tensor):
-    """``(operation, node index, tensor index)`` that produced a symbolic tensor, or None for a plain tensor."""
+    """Where a symbolic tensor came from: Keras' private ``_keras_history``.
+
+    Parameters
+    ----------
+    tensor : KerasTensor or any object
+
+    Returns
+    -------
+    history : (operation, node index, tensor index), or None
+        None for a plain tensor or any object without a history.
+
+    Reads private Keras API (tested at the declared Keras floor). Used by the interpreter
+    and ``course_lib.batchnorm``.
+    """
     return getattr(tensor, "_keras_history", None)
 
 
 def producer_layer(tensor):
-    """The layer (or operation) whose output ``tensor`` is, or None (an input, a plain tensor)."""
+    """The layer (or operation) whose output ``tensor`` is.
+
+    Parameters
+    ----------
+    tensor : KerasTensor or any object
+
+    Returns
+    -------
+    op : keras.Operation or None
+        None for a model input or a plain tensor.
+
+    Used by ``course_lib.batchnorm`` (folding) and for naming a model's outputs.
+    """
     history = keras_history(tensor)
     return None if history is None else history[0]
 
 
 def input_tensors(op, node_index=0) -> list:
-    """The symbolic tensors fed to ``op``'s call number ``node_index`` ([] when it was never called)."""
+    """The symbolic tensors fed to one call of ``op``: Keras' private ``_inbound_nodes``.
+
+    Parameters
+    ----------
+    op : keras.Operation
+    node_index : int
+        Which call of ``op`` (0: the first; a shared layer has several).
+
+    Returns
+    -------
+    tensors : list of KerasTensor
+        [] when ``op`` was never called that many times.
+
+    Used by the interpreter and ``course_lib.batchnorm``.
+    """
     nodes = getattr(op, "_inbound_nodes", None) or []
     return list(nodes[node_index].input_tensors) if node_index < len(nodes) else []
 
 
 def call_count(op) -> int:
-    """How many times ``op`` was called while building models (2 or more: a shared layer)."""
+    """How many times ``op`` was called while building models.
+
+    Parameters
+    ----------
+    op : keras.Operation
+
+    Returns
+    -------
+    count : int
+        2 or more: a shared layer (``course_lib.batchnorm`` refuses to fold those).
+    """
     return len(getattr(op, "_inbound_nodes", None) or [])
 
 
 def is_graph_model(model) -> bool:
-    """True for a functional model (a layer graph we can read and run), False for a subclassed one."""
+    """Whether ``model`` is a functional model, a layer graph that can be read and run.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    functional : bool
+        True for a functional model with inputs; False for a subclassed one.
+    """
     return (hasattr(model, "_run_through_graph") and hasattr(model, "_operations")
             and hasattr(model, "_inbound_nodes") and bool(getattr(model, "inputs", None)))
 
 
 def run_through_graph(model, x, operation_fn):
-    """Run a functional model's graph on ``x``, calling ``operation_fn(op)(*args, **kwargs)`` for each operation."""
+    """Run a functional model's graph on ``x``, calling ``operation_fn(op)(*args, **kwargs)`` for each operation.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Functional (:func:`is_graph_model`).
+    x : tensor or nested structure of tensors
+        The model's inputs.
+    operation_fn : callable
+        ``operation_fn(op)`` returns the callable that replaces ``op`` in this pass.
+
+    Returns
+    -------
+    outputs : tensor or nested structure of tensors
+        In the structure of the model's outputs.
+
+    Keras' private ``Functional._run_through_graph``; the interpreter's forward pass.
+    """
     return model._run_through_graph(x, operation_fn=operation_fn)
 
 
 def has_training_arg(op) -> bool:
-    """True when ``op.call`` takes a ``training`` argument (Dropout, BatchNormalization, nested models)."""
+    """Whether ``op.call`` takes a ``training`` argument (Dropout, BatchNormalization, nested models).
+
+    Parameters
+    ----------
+    op : keras.Operation
+
+    Returns
+    -------
+    takes_training : bool
+    """
     return bool(getattr(op, "_call_has_training_arg", False))
 
 

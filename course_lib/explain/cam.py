@@ -227,7 +227,10 @@ def grad_cam(model, images, class_index=None, layer=None, upsample=True, batch_s
         Images not (N, H, W, C) in [0, 1]; a class out of range; an unknown or non-4-D
         ``layer``; ``batch_size`` < 1; an output activation whose logit cannot be
         recovered; a model with several outputs and ``output=None`` (the message lists
-        them); a model with several inputs; a subclassed model.
+        them), or an ``output`` that names none of them; a model with several inputs (the
+        message lists them and says how to wrap the model); a subclassed or unbuilt model;
+        images whose (H, W, C) differ from the model's input; a model that does not
+        output class scores (N, classes) or has no 4-D feature map.
 
     References
     ----------
@@ -322,7 +325,8 @@ def layer_cam(model, images, class_index=None, layer=None, upsample=True, batch_
     ----------
     Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for
     Localization", IEEE TIP 30, 2021, eq. 4-5 (there on a ReLU'd feature map; we keep
-    the final ReLU of the sum, as the paper's code does).
+    the final ReLU of the sum, as the paper's code does). Not used in a notebook;
+    :func:`localization_accuracy` and :func:`sanity_check` take it as ``method="layer_cam"``.
     """
     model = _select_output(model, output)
     return _class_maps("layer_cam", model, images, class_index, layer, upsample, batch_size)[0]
@@ -394,12 +398,37 @@ def _area_matrix(n_out, n_in):
 
 
 def warp_matrix(shape, angle=0.0, shift=(0.0, 0.0)):
-    """Sparse (H*W, H*W) matrix of a rotation by ``angle`` degrees about the centre, then a shift (dy, dx).
+    """Sparse matrix of a rotation about the image centre, then a shift, as bilinear interpolation.
 
-    Output pixel p takes the bilinear interpolation of the input at R^-1 (p - c - t) + c;
-    outside the image counts as 0. The same operator A_l warps the image (channel by
-    channel) and the high-resolution heat-map in :func:`augmented_grad_cam`. A non-finite
-    angle or shift raises a ValueError.
+    Output pixel p takes the bilinear interpolation of the input at R^-1 (p - c - t) + c
+    (c the centre ((H - 1) / 2, (W - 1) / 2), t the shift); outside the image counts as 0.
+    The same operator A_l warps the image (channel by channel) and the high-resolution
+    heat-map in :func:`augmented_grad_cam`.
+
+    Parameters
+    ----------
+    shape : (H, W) ints, or any sequence starting with them
+        The image's height and width in pixels.
+    angle : float
+        Rotation about the centre in degrees; finite.
+    shift : (dy, dx) floats
+        Translation in pixels after the rotation; finite.
+
+    Returns
+    -------
+    warp : scipy.sparse.csr_matrix of shape (H*W, H*W), float64
+        Row-major pixels: ``(warp @ image.reshape(H * W, C)).reshape(H, W, C)`` is the warped
+        image. At most 4 non-zeros per row; a row of zeros where p comes from outside.
+
+    Raises
+    ------
+    ValueError
+        A non-finite ``angle`` or ``shift``, or a ``shift`` that is not two numbers.
+
+    References
+    ----------
+    Morbidelli et al., "Augmented Grad-CAM", ICASSP 2020, eq. 1 (the known transformations
+    A_l). Used in notebook 09 through :func:`augmented_grad_cam`.
     """
     from scipy import sparse
 
@@ -438,21 +467,68 @@ def augmented_grad_cam(model, image, class_index=None, layer=None, transforms=No
                        max_angle=15.0, max_shift=4.0, lam=0.01, mu=0.01, steps=300, seed=0, output=None):
     """Augmented Grad-CAM: one high-resolution map from the Grad-CAMs of known warps of ``image``.
 
-    Morbidelli et al., "Augmented Grad-CAM: Heat-Maps Super Resolution Through
-    Augmentation", ICASSP 2020, eq. 1: with g_l the low-resolution Grad-CAM of
-    A_l(x) (``upsample=False``), D the area downsampling to the Grad-CAM's size and
-    A_l the warp (:func:`warp_matrix`), solve
+    With g_l the low-resolution Grad-CAM (``upsample=False``) of the warped image A_l(x), D
+    the area downsampling from (H, W) to the Grad-CAM's (h, w) and A_l the warp
+    (:func:`warp_matrix`), solve
 
         min_h 1/2 sum_l ||D A_l h - g_l||^2 + lam TV_l1(h) + mu/2 ||h||^2
 
-    by subgradient descent with steps 1 / (L sqrt(t + 1)), L the Lipschitz constant of
-    the smooth part; the best iterate is returned (the subgradient method is not a
-    descent method). The g_l are divided by their common max, so ``lam`` and ``mu`` do
-    not depend on the model's scale. ``transforms``: a list of (angle in degrees, dy, dx),
-    or None for the identity plus ``n_transforms - 1`` random ones (angle uniform in
-    +-``max_angle``, shifts in +-``max_shift`` pixels). Every warp explains the class of
-    the unwarped image. Returns ``(h (H, W) float32, objective per step (steps,))``.
-    ``output`` as in :func:`grad_cam`. Used in notebook 09.
+    by subgradient descent with steps 1 / (L sqrt(t + 1)), L the Lipschitz constant of the
+    smooth part; the best iterate is returned (the subgradient method is not a descent
+    method). The g_l are divided by their common max, so ``lam`` and ``mu`` do not depend on
+    the model's scale. Every warp explains the class of the unwarped image.
+
+    Parameters
+    ----------
+    model : keras.Model
+        As in :func:`grad_cam`.
+    image : float32 array of shape (H, W, C), values in [0, 1]
+        One image (no batch axis).
+    class_index : None or int
+        None: the image's top class.
+    layer : str or None
+        As in :func:`grad_cam`.
+    transforms : list of (angle, dy, dx) or None
+        Warps as (degrees, pixels, pixels), finite; None: the identity plus
+        ``n_transforms - 1`` random ones.
+    n_transforms : int
+        Number of warps when ``transforms`` is None, >= 1.
+    max_angle : float
+        Random angles are uniform in [-max_angle, max_angle] degrees; finite, >= 0.
+    max_shift : float
+        Random shifts are uniform in [-max_shift, max_shift] pixels; finite, >= 0.
+    lam : float
+        Weight of the anisotropic total variation (:func:`anisotropic_tv`); finite, >= 0.
+    mu : float
+        Weight of the L2 term; finite, >= 0.
+    steps : int
+        Subgradient steps, >= 1.
+    seed : int
+        Seed of ``np.random.default_rng`` for the random warps.
+    output : str, int or None
+        As in :func:`grad_cam`.
+
+    Returns
+    -------
+    h : float32 ndarray of shape (H, W)
+        The super-resolved map, in units of the largest low-resolution Grad-CAM (the g_l
+        are scaled to a common max of 1).
+    history : float32 ndarray of shape (steps,)
+        The objective at each step, before the step.
+
+    Raises
+    ------
+    ValueError
+        As :func:`grad_cam` (model, ``image``, class, ``layer``, ``output``); ``steps`` or
+        ``n_transforms`` < 1; ``lam``, ``mu``, ``max_angle`` or ``max_shift`` negative or not
+        finite; ``transforms`` not a non-empty list of finite triples; a transform that moves
+        the whole image out of the frame.
+
+    References
+    ----------
+    Morbidelli et al., "Augmented Grad-CAM: Heat-Maps Super Resolution Through
+    Augmentation", ICASSP 2020, eq. 1 (the objective) and eq. 2 (the TV term). Used in
+    notebook 09.
     """
     from scipy import sparse
     from scipy.sparse.linalg import eigsh
@@ -518,22 +594,64 @@ def augmented_grad_cam(model, image, class_index=None, layer=None, transforms=No
 
 
 def cam_weighted_sum(features, weights, c: int) -> np.ndarray:
-    """The class activation map M_c = sum_k w[k, c] A^k (Zhou et al. 2016, eq. 1-2), shape (h, w).
+    """The class activation map M_c = sum_k w[k, c] A^k of one image.
 
-    ``features`` (h, w, K) is the last convolution's output for one image, ``weights``
-    (K, classes) the dense layer after global average pooling. Notebook 07, exercise 1.
+    Parameters
+    ----------
+    features : float array of shape (h, w, K)
+        The last convolution's output A for one image.
+    weights : float array of shape (K, classes)
+        The kernel of the Dense layer after the global average pooling.
+    c : int
+        The class, in [0, classes).
+
+    Returns
+    -------
+    map : float ndarray of shape (h, w)
+        In the dtype of ``features @ weights``; may be negative (no ReLU in CAM).
+
+    Raises
+    ------
+    ValueError
+        ``features`` not 3-D, ``weights`` not 2-D, their K differing, or ``c`` out of range.
+
+    References
+    ----------
+    Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016, eq. 1-2.
+    Used in notebook 07, exercise 1 (the reference solution; :func:`cam` computes it batched).
     """
     features, weights = np.asarray(features), np.asarray(weights)
     if features.ndim != 3 or weights.ndim != 2 or weights.shape[0] != features.shape[-1]:
         raise ValueError(f"features (h, w, K) and weights (K, classes) must agree; got {features.shape}, {weights.shape}.")
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < weights.shape[1]:
+        raise ValueError(f"c must be a class index in [0, {weights.shape[1] - 1}]; got {c!r}.")
     return features @ weights[:, c]
 
 
 def grad_cam_map(features, gradients) -> np.ndarray:
-    """Grad-CAM of one image, ReLU(sum_k alpha_k A^k), alpha_k = mean gradient (Selvaraju et al. 2017, eq. 1-2).
+    """Grad-CAM of one image: ReLU(sum_k alpha_k A^k), alpha_k the mean of dS_c/dA^k over positions.
 
-    ``features`` and ``gradients`` (dS_c / dA) are (h, w, K); returns (h, w). The
-    gradient-based counterpart of :func:`grad_cam`. Notebook 07, exercise 2.
+    Parameters
+    ----------
+    features : float array of shape (h, w, K)
+        The explained layer's output A for one image.
+    gradients : float array of shape (h, w, K)
+        dS_c / dA, the gradient of the class logit w.r.t. ``features``.
+
+    Returns
+    -------
+    map : float ndarray of shape (h, w), >= 0
+        In the dtype of ``features @ gradients.mean(axis=(0, 1))``.
+
+    Raises
+    ------
+    ValueError
+        ``features`` and ``gradients`` not both 3-D of the same shape.
+
+    References
+    ----------
+    Selvaraju et al., "Grad-CAM", ICCV 2017, eq. 1-2. Used in notebook 07, exercise 2 (the
+    reference solution; :func:`grad_cam` computes it batched).
     """
     features, gradients = np.asarray(features), np.asarray(gradients)
     if features.shape != gradients.shape or features.ndim != 3:
@@ -543,10 +661,26 @@ def grad_cam_map(features, gradients) -> np.ndarray:
 
 
 def anisotropic_tv(h) -> float:
-    """Anisotropic total variation sum |vertical diffs| + sum |horizontal diffs| of a 2-D map.
+    """Anisotropic total variation sum |vertical differences| + sum |horizontal differences| of a map.
 
-    Morbidelli et al. (2020), eq. 2, the regulariser of :func:`augmented_grad_cam`.
-    Notebook 09, exercise 3.
+    Parameters
+    ----------
+    h : float array of shape (H, W)
+
+    Returns
+    -------
+    tv : float
+        In the units of ``h``, >= 0; 0 for a constant map.
+
+    Raises
+    ------
+    ValueError
+        ``h`` not 2-D.
+
+    References
+    ----------
+    Morbidelli et al. (2020), eq. 2, the regulariser of :func:`augmented_grad_cam`. Used in
+    notebook 09, exercise 3 (the reference solution).
     """
     h = np.asarray(h, float)
     if h.ndim != 2:

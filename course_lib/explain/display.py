@@ -24,7 +24,7 @@ def resize_maps(maps, size):
 
     ``keras.ops.image.resize(..., interpolation="bilinear")``, which on TensorFlow is
     ``tf.image.resize(method="bilinear")``. Used for every upsampled CAM, RISE's masks,
-    :func:`overlay` and the faithfulness metrics.
+    :func:`overlay` and the faithfulness metrics (notebooks 07-09 through them).
     """
     flat = len(maps.shape) == 3
     x = keras.ops.cast(maps[..., None] if flat else maps, "float32")
@@ -33,9 +33,25 @@ def resize_maps(maps, size):
 
 
 def normalize(maps):
-    """Scale each map to [0, 1] by its own min and max (a constant map becomes zeros).
+    """Scale each map to [0, 1] by its own minimum and maximum.
 
-    ``maps`` (H, W) or (N, H, W, ...); returns float32 of the same shape. Used in notebooks 07-09.
+    Parameters
+    ----------
+    maps : float array of shape (H, W), or (N, H, W, ...) for a batch
+        Any units (raw CAMs, gradients, occlusion drops). A 2-D array is one map; an array
+        of 3 or more axes is N maps, each scaled over all its axes but the first.
+
+    Returns
+    -------
+    normalized : float32 ndarray of the shape of ``maps``, values in [0, 1]
+        (m - min m) / (max m - min m), per map; a constant map becomes zeros (never NaN).
+
+    Raises
+    ------
+    ValueError
+        ``maps`` with fewer than 2 axes; ``maps`` containing NaN or Inf.
+
+    Used in notebooks 07 and 09, and by :func:`overlay` and :func:`explanation_confidence`.
     """
     maps = np.asarray(maps, dtype=np.float32)
     if maps.ndim < 2:
@@ -51,10 +67,32 @@ def normalize(maps):
 
 
 def overlay(image, heatmap, alpha=0.5, cmap="jet"):
-    """Blend a heat-map (normalised, coloured by ``cmap``) over an image: float32 (H, W, 3) in [0, 1].
+    """Blend a heat-map, normalised and coloured by ``cmap``, over an image.
 
-    ``image`` (H, W, C) in [0, 1] (grey is repeated to RGB); ``heatmap`` (h, w), resized
-    bilinearly to the image when its size differs. Used in notebooks 07-09 for display.
+    Parameters
+    ----------
+    image : float array of shape (H, W, C), values in [0, 1]
+        C = 1 (grey, repeated to RGB) or C >= 3 (the first three channels are shown).
+    heatmap : float array of shape (h, w)
+        Any units and any finite values (scaled by :func:`normalize`); resized bilinearly
+        to (H, W) by :func:`resize_maps` when its size differs.
+    alpha : float in [0, 1]
+        Weight of the coloured heat-map: 0 shows the image, 1 the heat-map alone.
+    cmap : str
+        A matplotlib colormap name.
+
+    Returns
+    -------
+    blended : float32 ndarray of shape (H, W, 3), values in [0, 1]
+        (1 - alpha) * image + alpha * cmap(normalize(heatmap)).
+
+    Raises
+    ------
+    ValueError
+        ``image`` not one (H, W, C) float image in [0, 1]; ``heatmap`` not 2-D or not
+        finite; ``alpha`` outside [0, 1]; ``cmap`` not a matplotlib colormap.
+
+    Display only (no paper). Used in notebook 11 and by ``viz.show_images`` (notebooks 07-09).
     """
     import matplotlib
 
@@ -64,6 +102,8 @@ def overlay(image, heatmap, alpha=0.5, cmap="jet"):
         raise ValueError(f"heatmap must be one 2-D map (h, w); got shape {heatmap.shape}.")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
+    if cmap not in matplotlib.colormaps:
+        raise ValueError(f"cmap must be a matplotlib colormap name (e.g. 'jet', 'viridis'); got {cmap!r}.")
     if heatmap.shape != image.shape[:2]:
         heatmap = np.asarray(resize_maps(heatmap[None], image.shape[:2]))[0]
     rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]

@@ -34,12 +34,39 @@ def _check_maps(maps, images):
 def explanation_confidence(model, images, maps, class_index=None, batch_size=256, output=None):
     """Class probabilities Y on the images and O on the explanation maps E = normalize(map) * image.
 
-    Chattopadhay et al. (2018), Sec. 5.1.1: the explanation map is the point-wise product
-    of the upsampled heat-map, scaled to [0, 1], with the image. The class is the top
-    class on the image unless ``class_index`` is given. Returns ``(Y, O, classes)``,
-    float64 (N,), float64 (N,), int (N,). Feeds :func:`average_drop` and
-    :func:`increase_in_confidence`. Probabilities are the softmax of the logits, or their
-    sigmoid for a sigmoid (or one-logit) output. ``output`` as in :func:`grad_cam`. Used in notebook 09.
+    The explanation map is the point-wise product of the heat-map, upsampled bilinearly to
+    the image and scaled to [0, 1] by :func:`normalize`, with the image. Probabilities are
+    the softmax of the logits, or their sigmoid for a sigmoid (or one-logit) output. The
+    class is each image's top class on the image unless given.
+
+    Parameters
+    ----------
+    model, images, class_index, output
+        As in :func:`grad_cam`.
+    maps : float array of shape (N, h, w)
+        One heat-map per image, any units, finite; resized to (H, W) when (h, w) differ.
+    batch_size : int
+        Images per compiled call, >= 1.
+
+    Returns
+    -------
+    Y : float64 ndarray of shape (N,), values in [0, 1]
+        The class probability on the image.
+    O : float64 ndarray of shape (N,), values in [0, 1]
+        The class probability on the explanation map.
+    classes : int ndarray of shape (N,)
+        The explained class of each image.
+
+    Raises
+    ------
+    ValueError
+        As :func:`grad_cam` (model, ``images``, ``class_index``, ``output``); ``maps`` not
+        (N, h, w) with one map per image, or not finite; ``batch_size`` < 1.
+
+    References
+    ----------
+    Chattopadhay et al., "Grad-CAM++", WACV 2018, Sec. 5.1.1 (the explanation map E^c).
+    Feeds :func:`average_drop` and :func:`increase_in_confidence`. Used in notebook 09.
     """
     model = _select_output(model, output)
     images, graph, classes = _explained(model, images, class_index)
@@ -62,27 +89,83 @@ def _check_scores(Y, O):
 
 
 def average_drop(Y, O):
-    """Average Drop in percent: 100 * mean_i max(0, Y_i - O_i) / Y_i (Chattopadhay et al. 2018, Sec. 5.1.1).
+    """Average Drop in percent: 100 * mean_i max(0, Y_i - O_i) / Y_i (lower is better).
 
-    Y: the class probability on the image, O: on the explanation map (lower is better).
-    Used in notebook 09.
+    Parameters
+    ----------
+    Y : float array of shape (N,), values in (0, 1]
+        The class probability on each image.
+    O : float array of shape (N,), values in [0, 1]
+        The class probability on each explanation map (:func:`explanation_confidence`).
+
+    Returns
+    -------
+    drop : float in [0, 100]
+
+    Raises
+    ------
+    ValueError
+        ``Y`` and ``O`` not 1-D of the same non-zero length; values outside those ranges
+        (logits instead of probabilities).
+
+    References
+    ----------
+    Chattopadhay et al., "Grad-CAM++", WACV 2018, Sec. 5.1.1. Used in notebook 09.
     """
     Y, O = _check_scores(Y, O)
     return float(100.0 * np.mean(np.maximum(0.0, Y - O) / Y))
 
 
 def increase_in_confidence(Y, O):
-    """Increase in Confidence in percent: 100 * mean_i 1[O_i > Y_i] (Chattopadhay et al. 2018, Sec. 5.1.1).
+    """Increase in Confidence in percent: 100 * mean_i 1[O_i > Y_i] (higher is better).
 
-    The share of images whose explanation map alone is *more* convincing than the image
-    (higher is better). Used in notebook 09.
+    The share of images whose explanation map alone is *more* convincing than the image.
+
+    Parameters
+    ----------
+    Y, O
+        As in :func:`average_drop`.
+
+    Returns
+    -------
+    increase : float in [0, 100]
+
+    Raises
+    ------
+    ValueError
+        As :func:`average_drop`.
+
+    References
+    ----------
+    Chattopadhay et al., "Grad-CAM++", WACV 2018, Sec. 5.1.1. Used in notebook 09.
     """
     Y, O = _check_scores(Y, O)
     return float(100.0 * np.mean(O > Y))
 
 
 def curve_auc(curve):
-    """Area under a curve sampled at equally spaced fractions 0..1 (trapezoid rule), per row."""
+    """Area under curves sampled at equally spaced fractions 0, 1/(T-1), ..., 1 (trapezoid rule).
+
+    Parameters
+    ----------
+    curve : float array of shape (..., T), T >= 2
+        One curve per row (e.g. the deletion or insertion probabilities).
+
+    Returns
+    -------
+    auc : float64 ndarray of shape (...) (a float64 scalar for one curve)
+        In the curve's units (probability for :func:`deletion_insertion`).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 points per curve.
+
+    References
+    ----------
+    Petsiuk, Das and Saenko, "RISE", BMVC 2018, Sec. 4.1 (the area under the deletion and
+    insertion curves). Used by :func:`deletion_insertion` (notebook 09).
+    """
     curve = np.asarray(curve, np.float64)
     if curve.shape[-1] < 2:
         raise ValueError(f"a curve needs at least 2 points; got shape {curve.shape}.")
@@ -91,19 +174,47 @@ def curve_auc(curve):
 
 def deletion_insertion(model, images, maps, class_index=None, n_steps=24, blur_sigma=2.0, batch_size=256,
                        output=None):
-    """Deletion and insertion curves and their areas (Petsiuk et al. 2018, Sec. 4.1, "causal metrics").
+    """Deletion and insertion curves and their areas: do the map's top pixels carry the class?
 
-    Pixels are ranked by the map (highest first). Deletion: starting from the image,
-    set the next H*W / ``n_steps`` pixels to 0 at each step (the zero canvas) and
+    Pixels are ranked by the map (highest first; ties by position). Deletion: starting from
+    the image, set the next H*W / ``n_steps`` pixels to 0 at each step (the zero canvas) and
     record the class probability; a faithful map makes it fall fast (low AUC is better).
-    Insertion: starting from the image blurred with a Gaussian of ``blur_sigma`` pixels
-    (the paper's blurred canvas), put the original pixels back in the same order; the
-    probability should rise fast (high AUC is better); ``blur_sigma`` in (0, max(H, W)],
-    ``n_steps`` in [1, H*W], else a ValueError. Curves have ``n_steps + 1``
-    points at fractions 0, 1/n_steps, ..., 1; areas by the trapezoid rule
-    (:func:`curve_auc`). The class is the top class on the image unless given.
-    Returns a dict of ``deletion``, ``insertion`` (N, n_steps + 1) and ``deletion_auc``,
-    ``insertion_auc`` (N,). ``output`` as in :func:`grad_cam`. Used in notebook 09.
+    Insertion: starting from the image blurred with a Gaussian of ``blur_sigma`` pixels (the
+    paper's blurred canvas), put the original pixels back in the same order; the probability
+    should rise fast (high AUC is better). The class is each image's top class unless given;
+    probabilities as in :func:`explanation_confidence`.
+
+    Parameters
+    ----------
+    model, images, class_index, output
+        As in :func:`grad_cam`.
+    maps : float array of shape (N, h, w)
+        One heat-map per image, any units, finite; resized to (H, W) when (h, w) differ.
+    n_steps : int
+        Steps of each curve, in [1, H*W].
+    blur_sigma : float
+        Standard deviation of the insertion canvas' blur in pixels, in (0, max(H, W)].
+    batch_size : int
+        Images per compiled call, >= 1.
+
+    Returns
+    -------
+    curves : dict
+        ``deletion`` and ``insertion``: float64 ndarrays (N, n_steps + 1) of class
+        probabilities at the fractions 0, 1/n_steps, ..., 1 of pixels changed;
+        ``deletion_auc`` and ``insertion_auc``: float64 ndarrays (N,) in [0, 1]
+        (:func:`curve_auc`).
+
+    Raises
+    ------
+    ValueError
+        As :func:`grad_cam` (model, ``images``, ``class_index``, ``output``); ``maps`` not
+        (N, h, w) with one finite map per image; ``n_steps`` not in [1, H*W]; ``blur_sigma``
+        not in (0, max(H, W)]; ``batch_size`` < 1.
+
+    References
+    ----------
+    Petsiuk, Das and Saenko, "RISE", BMVC 2018, Sec. 4.1 ("causal metrics"). Used in notebook 09.
     """
     from scipy import ndimage
 
@@ -111,6 +222,7 @@ def deletion_insertion(model, images, maps, class_index=None, n_steps=24, blur_s
     images, graph, classes = _explained(model, images, class_index)
     maps = _check_maps(maps, images)
     n_steps = check_positive_int(n_steps, "n_steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
     n, h, w, c = images.shape
     if n_steps > h * w:
         raise ValueError(f"n_steps {n_steps} is more than the {h * w} pixels of an image.")
@@ -140,10 +252,32 @@ def deletion_insertion(model, images, maps, class_index=None, n_steps=24, blur_s
 def randomized_copy(model, seed=0):
     """A copy of ``model`` with every kernel redrawn at random; the original is not touched.
 
+    Each kernel (Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, ..., nested models
+    included) becomes Gaussian noise with the trained kernel's standard deviation (0.05 when
+    that is 0); biases and batch-norm parameters are copied. Built with
+    ``keras.models.clone_model``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Functional or Sequential.
+    seed : int
+        Seed of ``np.random.default_rng``.
+
+    Returns
+    -------
+    copy : keras.Model
+        Same architecture, new weights in the kernels' dtypes.
+
+    Raises
+    ------
+    ValueError
+        ``model`` not a keras.Model.
+
+    References
+    ----------
     Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018, Sec. 3.1 (model
-    parameter randomization): each kernel (Conv2D, DepthwiseConv2D, Dense, ...) becomes
-    Gaussian noise with the trained kernel's standard deviation; biases and batch-norm
-    parameters are copied. Built with ``keras.models.clone_model``. Used in notebook 09.
+    parameter randomization). Used by :func:`sanity_check` (notebook 09).
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a keras.Model; got {type(model).__name__}.")
@@ -162,15 +296,40 @@ def randomized_copy(model, seed=0):
 def sanity_check(model, images, method="grad_cam", class_index=None, seed=0, output=None, **kwargs):
     """Model-randomization sanity check: Spearman rank correlation of each image's maps.
 
-    Maps by ``method`` (a name: "cam", "grad_cam", "grad_cam_plus_plus",
-    "smooth_grad_cam_plus_plus", "rise", "occlusion", or a callable
-    ``f(model, images, class_index, **kwargs)``) on the trained model and on
-    :func:`randomized_copy`, for the trained model's class of each image. A correlation
-    near 1 means the map barely depends on the weights: it explains the image, not the
-    model (Adebayo et al. 2018, Sec. 3.1, their Fig. 2 uses the same rank correlation).
-    A constant map has no ranking and gets correlation 0. Returns a dict of
-    ``spearman`` (N,), ``trained`` and ``randomized`` maps. ``output`` as in :func:`grad_cam`
-    (both models explain that output). Used in notebook 09.
+    Maps by ``method`` on the trained model and on :func:`randomized_copy`, both for the
+    trained model's class of each image. A correlation near 1 means the map barely depends
+    on the weights: it explains the image, not the model. A constant map has no ranking and
+    gets correlation 0.
+
+    Parameters
+    ----------
+    model, images, class_index, output
+        As in :func:`grad_cam` (both models explain that output).
+    method : str or callable
+        "cam", "grad_cam", "grad_cam_plus_plus", "layer_cam", "smooth_grad_cam_plus_plus",
+        "rise", "occlusion", or ``f(model, images, class_index, **kwargs)`` returning one map
+        per image.
+    seed : int
+        Seed of :func:`randomized_copy`.
+    **kwargs
+        Passed to ``method``.
+
+    Returns
+    -------
+    result : dict
+        ``spearman``: float32 ndarray (N,) in [-1, 1]; ``trained`` and ``randomized``: the
+        float32 maps, as ``method`` returns them.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``method`` name or a non-callable; as :func:`grad_cam` (model, ``images``,
+        ``class_index``, ``output``); whatever ``method`` raises for ``kwargs``.
+
+    References
+    ----------
+    Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018, Sec. 3.1 (their Fig. 2
+    uses the same rank correlation). Used in notebook 09.
     """
     from scipy.stats import spearmanr
 
@@ -194,9 +353,27 @@ def sanity_check(model, images, method="grad_cam", class_index=None, seed=0, out
 
 
 def drop_and_increase(Y, O) -> tuple:
-    """(:func:`average_drop`, :func:`increase_in_confidence`), both in percent (Chattopadhay et al. 2018).
+    """Both Grad-CAM++ faithfulness scores at once: (Average Drop, Increase in Confidence).
 
-    Notebook 09, exercise 2.
+    Parameters
+    ----------
+    Y, O
+        As in :func:`average_drop`.
+
+    Returns
+    -------
+    scores : (float, float)
+        :func:`average_drop` and :func:`increase_in_confidence`, both in percent, [0, 100].
+
+    Raises
+    ------
+    ValueError
+        As :func:`average_drop`.
+
+    References
+    ----------
+    Chattopadhay et al., "Grad-CAM++", WACV 2018, Sec. 5.1.1. Used in notebook 09,
+    exercise 2 (the reference solution).
     """
     return average_drop(Y, O), increase_in_confidence(Y, O)
 

@@ -20,14 +20,42 @@ def _starts(size, patch, stride):
 def occlusion(model, images, class_index=None, patch=8, stride=4, fill=0.5, batch_size=256, output=None):
     """Occlusion sensitivity: the drop of the class logit when a grey square hides each place.
 
+    Slide a ``patch`` x ``patch`` square of value ``fill`` with step ``stride`` (the last
+    square of a row or column touches the border); each pixel gets the mean of
+    S_c(x) - S_c(x occluded) over the squares covering it. With ``stride <= patch`` every
+    pixel is covered, so no map has a hole (0/0). The class is each image's top class on the
+    unoccluded image unless given. All occluded copies of an image go through the model in
+    batches of ``batch_size``.
+
+    Parameters
+    ----------
+    model, images, class_index, output
+        As in :func:`grad_cam`.
+    patch : int
+        Side of the square in pixels, in [1, min(H, W)].
+    stride : int
+        Step between squares in pixels, in [1, patch].
+    fill : float in [0, 1]
+        The grey level of the square.
+    batch_size : int
+        Occluded copies per compiled call, >= 1.
+
+    Returns
+    -------
+    maps : float32 ndarray of shape (N, H, W)
+        Signed, in logits: positive where hiding the pixel lowers S_c (evidence for the class).
+
+    Raises
+    ------
+    ValueError
+        As :func:`grad_cam` (model, ``images``, ``class_index``, ``output``); ``patch``,
+        ``stride`` or ``batch_size`` not a positive int; ``patch`` larger than the images;
+        ``stride`` > ``patch`` (pixels never occluded); ``fill`` outside [0, 1].
+
+    References
+    ----------
     Zeiler and Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014,
-    Sec. 4.2: slide a ``patch`` x ``patch`` square of value ``fill`` with step ``stride``;
-    each pixel gets the mean of S_c(x) - S_c(x occluded) over the squares covering it
-    (positive: evidence for the class); the last square of a row or column touches the
-    border, and ``stride <= patch`` is required, so every pixel is covered (else a
-    ValueError). Returns float32 (N, H, W). All occluded copies of
-    an image go through the model in batches of ``batch_size``. ``output`` as in
-    :func:`grad_cam`. Used in notebook 07.
+    Sec. 4.2 (occlusion sensitivity). Used in notebooks 07 and 09.
     """
     model = _select_output(model, output)
     images, graph, classes = _explained(model, images, class_index)
@@ -62,12 +90,40 @@ def occlusion(model, images, class_index=None, patch=8, stride=4, fill=0.5, batc
 
 
 def rise_masks(n_masks, image_shape, grid=8, p=0.5, seed=0):
-    """RISE's random masks, float32 (n_masks, H, W) in [0, 1] (Petsiuk et al. 2018, Sec. 3.2).
+    """RISE's random masks: upsampled random binary grids, shifted by a random sub-cell offset.
 
     Each mask: a ``grid`` x ``grid`` binary grid, each cell 1 with probability ``p``,
-    upsampled bilinearly to (grid + 1) * ceil(H / grid) pixels a side, then cropped at a
-    random offset in [0, ceil(H / grid)) x [0, ceil(W / grid)), so the soft cells do not
-    all sit on the same lattice. Used by :func:`rise` and in notebook 09.
+    upsampled bilinearly (:func:`resize_maps`) to (grid + 1) * ceil(H / grid) by
+    (grid + 1) * ceil(W / grid) pixels, then cropped to (H, W) at a random offset in
+    [0, ceil(H / grid)) x [0, ceil(W / grid)), so the soft cells do not all sit on the same
+    lattice.
+
+    Parameters
+    ----------
+    n_masks : int
+        Number of masks, >= 1.
+    image_shape : (H, W) ints, or any sequence starting with them
+        The images' height and width in pixels.
+    grid : int
+        Cells per side, in [1, min(H, W)].
+    p : float in (0, 1]
+        Probability that a cell is kept (1).
+    seed : int
+        Seed of ``np.random.default_rng``.
+
+    Returns
+    -------
+    masks : float32 ndarray of shape (n_masks, H, W), values in [0, 1]
+
+    Raises
+    ------
+    ValueError
+        ``n_masks`` or ``grid`` not a positive int; ``grid`` > min(H, W); ``p`` outside (0, 1].
+
+    References
+    ----------
+    Petsiuk, Das and Saenko, "RISE", BMVC 2018, Sec. 3.2 (mask generation). Used by
+    :func:`rise` and in notebook 09.
     """
     n_masks, grid = check_positive_int(n_masks, "n_masks"), check_positive_int(grid, "grid")
     h, w = int(image_shape[0]), int(image_shape[1])
@@ -86,16 +142,41 @@ def rise_masks(n_masks, image_shape, grid=8, p=0.5, seed=0):
 
 def rise(model, images, class_index=None, n_masks=2000, grid=8, p=0.5, seed=0, memory_mb=64, progress=True,
          output=None):
-    """RISE saliency maps, float32 (N, H, W): the mean of the masks weighted by the class probability.
+    """RISE saliency maps: the mean of random masks weighted by the class probability on the masked image.
 
+    S(x) = 1 / (E[M] n_masks) sum_i f_c(x * M_i) M_i, with f_c the softmax probability of
+    class c (the sigmoid probability for a sigmoid or one-logit output), masks from
+    :func:`rise_masks` (the same masks for every image) and E[M] = ``p``. Black box: only
+    forward passes. The masked copies go through the model in chunks of at most
+    ``memory_mb`` MiB of input, with a tqdm progress bar over the chunks. The class is each
+    image's top class unless given.
+
+    Parameters
+    ----------
+    model, images, class_index, output
+        As in :func:`grad_cam`.
+    n_masks, grid, p, seed
+        As in :func:`rise_masks`.
+    memory_mb : float
+        Memory budget of one chunk of masked float32 images, in MiB; finite, > 0.
+    progress : bool
+        Show the tqdm progress bar.
+
+    Returns
+    -------
+    maps : float32 ndarray of shape (N, H, W)
+        >= 0, in units of class probability (a pixel whose masks all score 1 gets about 1).
+
+    Raises
+    ------
+    ValueError
+        As :func:`grad_cam` (model, ``images``, ``class_index``, ``output``); as
+        :func:`rise_masks` (``n_masks``, ``grid``, ``p``); ``memory_mb`` not finite and > 0.
+
+    References
+    ----------
     Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
-    Models", BMVC 2018, eq. 6: S(x) = 1 / (E[M] n_masks) sum_i f_c(x * M_i) M_i, with f_c
-    the softmax probability of class c, masks from :func:`rise_masks` (the same masks for
-    every image) and E[M] = ``p``. Black box: only forward passes. The masked copies go
-    through the model in chunks of at most ``memory_mb`` MiB of input, with a tqdm
-    progress bar over the chunks (``progress=False`` hides it). For a sigmoid (or
-    one-logit) output f_c is the sigmoid probability. ``output`` as in :func:`grad_cam`.
-    Used in notebook 09.
+    Models", BMVC 2018, eq. 6. Used in notebook 09.
     """
     from tqdm.auto import tqdm
 
@@ -119,11 +200,31 @@ def rise(model, images, class_index=None, n_masks=2000, grid=8, p=0.5, seed=0, m
 
 
 def rise_estimate(scores, masks, p: float) -> np.ndarray:
-    """RISE saliency from given scores: sum_i S_i M_i / (p N) (Petsiuk et al. 2018, eq. 6).
+    """RISE saliency from given scores: sum_i S_i M_i / (p N), the estimator of eq. 6.
 
-    ``scores`` (N,) the class score on each masked image, ``masks`` (N, H, W) the masks
-    (:func:`rise_masks`), ``p`` their keep probability. :func:`rise` does this in batches.
-    Notebook 09, exercise 1.
+    Parameters
+    ----------
+    scores : float array of shape (N,)
+        The class score (probability) on each masked image.
+    masks : float array of shape (N, H, W)
+        The masks (:func:`rise_masks`), values in [0, 1].
+    p : float in (0, 1]
+        The masks' keep probability.
+
+    Returns
+    -------
+    saliency : float64 ndarray of shape (H, W)
+        In the units of ``scores``.
+
+    Raises
+    ------
+    ValueError
+        Not one score per mask; ``p`` outside (0, 1].
+
+    References
+    ----------
+    Petsiuk, Das and Saenko, "RISE", BMVC 2018, eq. 6. Used in notebook 09, exercise 1 (the
+    reference solution; :func:`rise` does this in batches).
     """
     scores, masks = np.asarray(scores, float), np.asarray(masks, float)
     if len(scores) != len(masks) or not 0 < p <= 1:

@@ -11,13 +11,35 @@ from .cam import METHODS, _class_maps
 
 
 def cam_to_box(maps, threshold=0.2):
-    """Box around a heat-map's largest blob: float32 (4,) for one map (H, W), (N, 4) for (N, H, W).
+    """Box around a heat-map's largest blob above a fraction of its maximum.
 
-    Zhou et al. (2016), Sec. 3: keep the pixels above ``threshold`` x the map's max,
-    take the largest connected component (8-connected, ``scipy.ndimage.label``) and
-    return its bounding box (x_min, y_min, x_max, y_max) normalised by the map's width
-    and height (a pixel column c spans [c/W, (c+1)/W]). A map with no positive value
-    gives the whole image. Used in notebook 07.
+    Keep the pixels above ``threshold`` x the map's max, take the largest connected component
+    (8-connected, ``scipy.ndimage.label``) and return its bounding box. A pixel column c
+    spans [c/W, (c+1)/W], so a blob touching both edges gives [0, 1].
+
+    Parameters
+    ----------
+    maps : float array of shape (H, W), or (N, H, W)
+        Heat-maps in any units (raw or normalised).
+    threshold : float in [0, 1)
+        Fraction of each map's maximum.
+
+    Returns
+    -------
+    boxes : float32 ndarray of shape (4,) for one map, (N, 4) for N maps
+        (x_min, y_min, x_max, y_max) normalised by the map's width and height, in [0, 1]. A
+        map with no positive (or no finite) maximum gives the whole image [0, 0, 1, 1].
+
+    Raises
+    ------
+    ValueError
+        ``maps`` not 2-D or 3-D; ``threshold`` outside [0, 1).
+
+    References
+    ----------
+    Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016, Sec. 3
+    (20% of the map's max, the box of the largest connected component). Used in notebooks
+    07 and 09.
     """
     from scipy import ndimage
 
@@ -61,8 +83,12 @@ def box_iou(a, b):
     ValueError
         When a box does not end in 4 coordinates.
 
-    The NumPy face of ``course_lib.localization.box_iou`` (one IoU for the course),
-    computed in float64. Used in notebook 07 (:func:`localization_accuracy`).
+    References
+    ----------
+    The Jaccard index |A n B| / |A u B| of two boxes, the overlap criterion of PASCAL VOC
+    (Everingham et al., IJCV 2010, the detection criterion). The NumPy face of
+    ``course_lib.localization.box_iou`` (one IoU for the course), computed in float64. Used
+    in notebooks 07 and 09 and by :func:`localization_accuracy`.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape[-1] != 4 or b.shape[-1] != 4:
@@ -71,10 +97,28 @@ def box_iou(a, b):
 
 
 def box_mass_share(maps, boxes):
-    """Share of each map's positive mass inside its box, float32 (N,) in [0, 1].
+    """Share of each map's positive mass that lies inside its box.
 
-    ``maps`` (N, H, W); ``boxes`` (N, 4) normalised. Pixels count when their centre is in
-    the box. Used in notebook 07 to ask whether a model looks at the digit or at a cue.
+    Parameters
+    ----------
+    maps : float array of shape (N, H, W)
+        Heat-maps in any units; negative values count as 0.
+    boxes : float array of shape (N, 4)
+        One box per map, (x_min, y_min, x_max, y_max) normalised to [0, 1]. A pixel counts
+        when its centre ((col + 0.5) / W, (row + 0.5) / H) lies in the box, edges included.
+
+    Returns
+    -------
+    share : float32 ndarray of shape (N,), values in [0, 1]
+        0 for a map with no positive value.
+
+    Raises
+    ------
+    ValueError
+        ``maps`` not 3-D, or ``boxes`` not (N, 4) with one box per map.
+
+    A course measure (no paper): does the model look at the digit or at a cue? Used in
+    notebooks 07 and 11.
     """
     maps = np.clip(np.asarray(maps, np.float64), 0, None)
     boxes = np.asarray(boxes, np.float64)
@@ -90,15 +134,47 @@ def box_mass_share(maps, boxes):
 
 def localization_accuracy(model, images, labels, boxes, method="grad_cam", threshold=0.2, iou_threshold=0.5,
                           layer=None, batch_size=64, output=None) -> dict:
-    """Weakly supervised localization scores, the CAM paper's protocol (Zhou et al. 2016, Sec. 3).
+    """Weakly supervised localization scores, by the CAM paper's protocol.
 
-    For each image (``labels`` (N,), (N, 1) or one-hot (N, K)): the map of the true class by ``method`` ("cam", "grad_cam",
-    "grad_cam_plus_plus"), :func:`cam_to_box` at ``threshold``, IoU with the ground-truth
-    box (the best over the boxes when ``boxes`` is (N, K, 4)). Returns a dict with
-    ``classification_accuracy``; ``localization_accuracy`` (top-1: class right *and*
-    IoU >= ``iou_threshold``, the complement of the paper's top-1 localization error);
-    ``gt_known_localization_accuracy`` (IoU >= ``iou_threshold`` whatever the prediction);
-    ``mean_iou``; and ``iou`` (N,). ``output`` as in :func:`grad_cam`. Used in notebook 07.
+    For each image: the map of its true class by ``method``, :func:`cam_to_box` at
+    ``threshold``, and the IoU with the ground-truth box (the best over the K boxes when
+    ``boxes`` is (N, K, 4)).
+
+    Parameters
+    ----------
+    model, images, layer, batch_size, output
+        As in :func:`grad_cam`.
+    labels : int array of shape (N,) or (N, 1), or one-hot (N, K)
+        The true classes, in [0, classes).
+    boxes : float array of shape (N, 4) or (N, K, 4)
+        Ground-truth boxes (x_min, y_min, x_max, y_max) normalised to [0, 1].
+    method : str
+        "cam", "grad_cam", "grad_cam_plus_plus" or "layer_cam".
+    threshold : float in [0, 1)
+        As in :func:`cam_to_box`.
+    iou_threshold : float
+        The IoU a box needs to count as found (0.5 in the paper).
+
+    Returns
+    -------
+    scores : dict
+        ``classification_accuracy``, ``localization_accuracy`` (top-1: class right *and*
+        IoU >= ``iou_threshold``, the complement of the paper's top-1 localization error),
+        ``gt_known_localization_accuracy`` (IoU >= ``iou_threshold`` whatever the
+        prediction) and ``mean_iou``: floats in [0, 1]; ``iou``: float32 ndarray (N,).
+
+    Raises
+    ------
+    ValueError
+        As :func:`grad_cam`; an unknown ``method``; ``labels`` not class ids or one-hot, not
+        one per image, or out of the model's classes; ``boxes`` not (N, 4) or (N, K, 4);
+        ``threshold`` outside [0, 1).
+
+    References
+    ----------
+    Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016, Sec. 3
+    (ILSVRC's localization protocol: IoU >= 0.5 with a ground-truth box). Used in notebooks
+    07 and 09.
     """
     model = _select_output(model, output)
     if method not in METHODS:
@@ -128,16 +204,38 @@ def localization_accuracy(model, images, labels, boxes, method="grad_cam", thres
 
 
 def box_accuracy_by_threshold(maps, boxes, thresholds, iou_threshold=0.5):
-    """Share of maps whose :func:`cam_to_box` box reaches ``iou_threshold``, for each threshold: (T,).
+    """Share of maps whose :func:`cam_to_box` box reaches ``iou_threshold``, for each threshold.
 
     The CAM paper fixed the threshold at 20% of the map's max for GoogLeNet on ImageNet.
-    Choe et al. ("Evaluating Weakly Supervised Object Localization Methods Right",
-    CVPR 2020, Sec. 4) show that the best threshold differs between models and methods,
-    and that comparisons are only fair when each method's threshold is chosen on a
-    held-out split with boxes. This is their box accuracy as a function of the
-    threshold; its maximum is their MaxBoxAcc. Choose the threshold on the validation
-    set, then score the test set at it. ``maps`` (N, H, W); ``boxes`` (N, 4) or
-    (N, K, 4) normalised (best of the K). Used in notebook 07.
+    Choe et al. show that the best threshold differs between models and methods, and that
+    comparisons are only fair when each method's threshold is chosen on a held-out split
+    with boxes. This is their box accuracy as a function of the threshold; its maximum is
+    their MaxBoxAcc. Choose the threshold on the validation set, then score the test set at it.
+
+    Parameters
+    ----------
+    maps : float array of shape (N, H, W)
+        Heat-maps in any units.
+    boxes : float array of shape (N, 4) or (N, K, 4)
+        Ground-truth boxes, normalised (the best of the K counts).
+    thresholds : float or float array of shape (T,)
+        Fractions of each map's max, each in [0, 1).
+    iou_threshold : float
+        The IoU a box needs to count (0.5 for MaxBoxAcc).
+
+    Returns
+    -------
+    accuracy : float32 ndarray of shape (T,), values in [0, 1]
+
+    Raises
+    ------
+    ValueError
+        ``maps`` not 3-D; ``boxes`` not (N, 4) or (N, K, 4); a threshold outside [0, 1).
+
+    References
+    ----------
+    Choe et al., "Evaluating Weakly Supervised Object Localization Methods Right", CVPR
+    2020, Sec. 4 (BoxAcc and MaxBoxAcc). Used in notebook 07.
     """
     maps = np.asarray(maps, np.float32)
     boxes = np.asarray(boxes, np.float32)
@@ -155,9 +253,27 @@ def box_accuracy_by_threshold(maps, boxes, thresholds, iou_threshold=0.5):
 
 
 def map_to_box(heatmap, threshold: float = 0.2) -> np.ndarray:
-    """Box of one map's largest 8-connected blob above ``threshold`` x max: :func:`cam_to_box` on (H, W).
+    """Box of one map's largest 8-connected blob above ``threshold`` x its max.
 
-    Normalised (x_min, y_min, x_max, y_max), float32 (4,). Notebook 07, exercise 3.
+    Parameters
+    ----------
+    heatmap : float array of shape (H, W)
+    threshold : float in [0, 1)
+        Fraction of the map's max.
+
+    Returns
+    -------
+    box : float32 ndarray of shape (4,)
+        (x_min, y_min, x_max, y_max) normalised to [0, 1], as :func:`cam_to_box`.
+
+    Raises
+    ------
+    ValueError
+        ``heatmap`` not 2-D; ``threshold`` outside [0, 1).
+
+    References
+    ----------
+    Zhou et al. (2016), Sec. 3. Used in notebook 07, exercise 3 (the reference solution).
     """
     heatmap = np.asarray(heatmap)
     if heatmap.ndim != 2:

@@ -312,15 +312,84 @@ def test_layer_activations_on_multi_output_models(multitask, backbone, images):
     assert image.shape == (SIZE, SIZE, 3) and np.isfinite(scores).all()
 
 
-def test_two_input_models_are_refused_clearly(backbone, images):
+_MAPS = np.ones((4, SIZE, SIZE), np.float32)
+_BOXES = np.tile([[0.0, 0.0, 0.5, 0.5]], (4, 1))
+# Every entry point of course_lib.explain that runs a model, called as a notebook would.
+ENTRY_POINTS = {
+    "grad_cam": lambda m, x: ex.grad_cam(m, x),
+    "grad_cam_plus_plus": lambda m, x: ex.grad_cam_plus_plus(m, x),
+    "cam": lambda m, x: ex.cam(m, x),
+    "layer_cam": lambda m, x: ex.layer_cam(m, x),
+    "smooth_grad_cam_plus_plus": lambda m, x: ex.smooth_grad_cam_plus_plus(m, x, n_samples=2),
+    "augmented_grad_cam": lambda m, x: ex.augmented_grad_cam(m, x[0], n_transforms=2, steps=2),
+    "saliency": lambda m, x: ex.saliency(m, x),
+    "guided_backprop": lambda m, x: ex.guided_backprop(m, x),
+    "guided_grad_cam": lambda m, x: ex.guided_grad_cam(m, x),
+    "occlusion": lambda m, x: ex.occlusion(m, x, patch=4, stride=2),
+    "rise": lambda m, x: ex.rise(m, x, n_masks=8, progress=False),
+    "layer_activations": lambda m, x: ex.layer_activations(m, x, "feat"),
+    "feature_map_layers": lambda m, x: ex.feature_map_layers(m, x),
+    "receptive_field": lambda m, x: ex.receptive_field(m, "feat"),
+    "max_activating_patches": lambda m, x: ex.max_activating_patches(m, x, "feat", channel=0, k=2),
+    "activation_maximization": lambda m, x: ex.activation_maximization(m, 0, steps=2),
+    "activation_maximization_of_a_unit": lambda m, x: ex.activation_maximization(m, 0, layer="feat", steps=2),
+    "explanation_confidence": lambda m, x: ex.explanation_confidence(m, x, _MAPS),
+    "deletion_insertion": lambda m, x: ex.deletion_insertion(m, x, _MAPS, n_steps=4),
+    "sanity_check": lambda m, x: ex.sanity_check(m, x),
+    "localization_accuracy": lambda m, x: ex.localization_accuracy(m, x, np.zeros(4, int), _BOXES),
+}
+
+
+@pytest.fixture(scope="module")
+def two_input_models(backbone):
+    """An image and a vector; two images side by side (channels concatenated)."""
     a, b = keras.Input((SIZE, SIZE, 3), name="image"), keras.Input((2,), name="extra")
-    out = L.Dense(K)(L.Concatenate()([_gap(_features(backbone, a)), b]))
-    model = keras.Model([a, b], out)
-    for method in (ex.grad_cam, ex.saliency, ex.occlusion, ex.rise, ex.layer_activations):
-        args = ("feat",) if method is ex.layer_activations else ()
-        with pytest.raises(ValueError, match=r"has 2 inputs \('image' \(None, 12, 12, 3\), 'extra' \(None, 2\)\); "
-                                             "course_lib.explain explains models of one image input"):
-            method(model, images, *args)
+    with_vector = keras.Model([a, b], L.Dense(K)(L.Concatenate()([_gap(_features(backbone, a)), b])))
+    left, right = keras.Input((SIZE, SIZE, 3), name="left"), keras.Input((SIZE, SIZE, 3), name="right")
+    x = L.ReLU(name="feat")(L.Conv2D(8, 3, padding="same")(L.Concatenate()([left, right])))
+    two_images = keras.Model([left, right], L.Dense(K)(L.GlobalAveragePooling2D()(x)))
+    return {"image_and_vector": (with_vector, r"'image' \(None, 12, 12, 3\), 'extra' \(None, 2\)"),
+            "two_images": (two_images, r"'left' \(None, 12, 12, 3\), 'right' \(None, 12, 12, 3\)")}
+
+
+@pytest.mark.parametrize("kind", ["image_and_vector", "two_images"])
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_two_input_models_are_refused_clearly_by_every_entry_point(entry, kind, two_input_models, images):
+    """A ValueError that names the inputs and says what to do, never Keras' "not connected to inputs"."""
+    model, listing = two_input_models[kind]
+    with pytest.raises(ValueError, match=f"has 2 inputs \\({listing}\\); course_lib.explain explains models of one "
+                                         r"image input\. Build a one-input model around it"):
+        ENTRY_POINTS[entry](model, images)
+
+
+def test_the_advised_one_input_wrapper_explains_a_two_input_model(backbone, images):
+    """The error's advice works: wrap the model so that one image supplies both inputs, then explain that."""
+    a, b = keras.Input((SIZE, SIZE, 3), name="image"), keras.Input((2,), name="extra")
+    feat = _features(backbone, a)
+    hidden, head = L.Dense(6, name="hidden"), _dense(K, "softmax", name="head")
+    two = keras.Model([a, b], head(L.Concatenate()([hidden(_gap(feat)), b])))
+    image = keras.Input((SIZE, SIZE, 3))
+    extra = np.array([[0.3, -1.0]], np.float32)
+    other = L.Lambda(lambda x: keras.ops.zeros_like(x[:, 0, 0, :2]) + extra)(image)
+    wrapped = keras.Model(image, two([image, other]))
+    classes = np.array([0, 1, 2, 0], np.int32)
+    # By hand: the head's logit (its softmax left out) with the vector fixed, and its gradients.
+    x = tf.constant(images)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        A = keras.Model(a, feat)(x)
+        tape.watch(A)
+        pooled = hidden(tf.reduce_mean(A, axis=(1, 2)))
+        logits = tf.matmul(tf.concat([pooled, tf.tile(extra, [len(images), 1])], 1), head.kernel) + head.bias
+        score = tf.gather(logits, classes, batch_dims=1)
+    grads, dA = tape.gradient(score, x).numpy(), tape.gradient(score, A)
+    want = tf.nn.relu(tf.einsum("nhwk,nk->nhw", A, tf.reduce_mean(dA, axis=(1, 2)))).numpy()
+    assert want.max() > 0
+    np.testing.assert_allclose(ex.saliency(wrapped, images, classes), grads, rtol=1e-5,
+                               atol=1e-6 * np.abs(grads).max())
+    np.testing.assert_allclose(ex.grad_cam(wrapped, images, classes, layer="feat", upsample=False), want,
+                               rtol=1e-5, atol=1e-6 * want.max())
+    np.testing.assert_allclose(ex.layer_activations(wrapped, images, "feat"), A.numpy(), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- kind 4

@@ -192,9 +192,13 @@ def build(name: str):
 # ----------------------------------------------------------------------------- data
 
 
-def dataset(name: str, subset: str = "test"):
+def dataset(name: str, subset: str = "test", cue: str | None = None):
     """The ``subset`` ("train", "val" or "test") of the cluttered-digit set zoo model ``name`` was trained
-    and scored on: a :class:`course_lib.data.ClutteredDigits` (made once, then read from the cache)."""
+    and scored on: a :class:`course_lib.data.ClutteredDigits` (made once, then read from the cache).
+
+    For the spurious-cue model the validation and test sets carry the cue at a random place
+    (``cue="random"``, as :func:`course_lib.data.cluttered_digits_splits` makes them); pass
+    ``cue="label"`` or ``"none"`` for the same images' other versions."""
     from . import data
 
     spec = dict(SPECS[_check_name(name)]["data"])
@@ -205,6 +209,8 @@ def dataset(name: str, subset: str = "test"):
         spec.pop(key, None)
     if spec.get("variant") == "spurious" and subset != "train":
         spec["cue"] = "random"  # as data.cluttered_digits_splits: the cue tracks the label in training only
+    if cue is not None:
+        spec["cue"] = cue
     return data.make_cluttered_digits(n, subset=subset, **spec)
 
 
@@ -298,7 +304,12 @@ def evaluate(model, name: str, subset: str = "test") -> dict:
         report = loc.localization_report(model, split.images, split.labels, split.boxes)
         return {k: round(float(report[k]), 4) for k in ("accuracy", "mean_iou", "iou50", "correct_and_iou50")}
     logits = model.predict(split.images, batch_size=256, verbose=0)
-    return {"accuracy": round(float((np.argmax(logits, -1) == split.labels).mean()), 4)}
+    out = {"accuracy": round(float((np.argmax(logits, -1) == split.labels).mean()), 4)}
+    if SPECS[name]["data"].get("variant") == "spurious":  # the Clever Hans model: also with the cue in place
+        with_cue = dataset(name, subset, cue="label")
+        logits = model.predict(with_cue.images, batch_size=256, verbose=0)
+        out["accuracy_with_cue"] = round(float((np.argmax(logits, -1) == with_cue.labels).mean()), 4)
+    return out
 
 
 def _fit(name: str, model, train_set, val_set, spec: dict, verbose: int):

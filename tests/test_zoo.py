@@ -60,7 +60,10 @@ def test_model_loads_and_reproduces_its_card_metrics(name):
     assert set(measured) == set(recorded)
     for metric, value in recorded.items():
         assert measured[metric] == pytest.approx(value, abs=TOLERANCE), f"{name} {metric}"
-    assert recorded["accuracy"] > 0.5, f"{name} is barely trained: {recorded}"
+    # Trained, not just loaded: the Clever Hans model is judged with its cue in place (without it, it
+    # is meant to fail), every other model on its plain test split.
+    key = "accuracy_with_cue" if zoo.SPECS[name]["data"].get("variant") == "spurious" else "accuracy"
+    assert recorded[key] > 0.9, f"{name} is barely trained: {recorded}"
 
 
 def test_classifiers_output_logits_of_the_right_shape():

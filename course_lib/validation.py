@@ -19,8 +19,28 @@ import numpy as np
 def check_images(images, name: str = "images", channels: int | None = None) -> np.ndarray:
     """Validate a batch of images at a course_lib boundary and return it as float32.
 
-    Raises a ValueError that says what is wrong and how to fix it when ``images`` is
-    not 4-D (N, H, W, C), not floating point, or not in [0, 1].
+    Parameters
+    ----------
+    images : array-like of shape (N, H, W, C)
+        Floating-point images with values in [0, 1] (the course convention).
+    name : str
+        The argument's name, used in the error message.
+    channels : int or None
+        If given, the required size of the last (channel) axis.
+
+    Returns
+    -------
+    images : float32 ndarray of shape (N, H, W, C)
+        The same values (no copy when already float32).
+
+    Raises
+    ------
+    ValueError
+        ``images`` not 4-D (with the fix for a missing channel or batch axis), not
+        floating point (with the 1/255 fix), outside [0, 1], containing NaN or Inf, or
+        with another number of channels than ``channels``.
+
+    Used by every course_lib module that takes images (notebooks 01-11).
     """
     arr = np.asarray(images)
     if arr.ndim != 4:
@@ -45,7 +65,27 @@ def check_images(images, name: str = "images", channels: int | None = None) -> n
 
 
 def check_positive_int(value, name: str) -> int:
-    """Return ``value`` as int if it is a positive integer, else raise a clear ValueError."""
+    """Return ``value`` as an int if it is a positive integer.
+
+    Parameters
+    ----------
+    value : int or numpy integer
+        A size, count or number of steps. ``bool`` is refused, although it is an int.
+    name : str
+        The argument's name, used in the error message.
+
+    Returns
+    -------
+    value : int
+        ``value`` as a Python int, > 0.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is not an integer, is a bool, or is <= 0.
+
+    Used across course_lib (sizes, counts, steps) in notebooks 01-11.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     return int(value)
@@ -55,11 +95,30 @@ def class_ids(labels, num_classes: int | None = None, name: str = "labels") -> n
     """Integer class ids, int64 (N,), from labels of shape (N,), (N, 1) or one-hot (N, K).
 
     The three shapes the course meets: MNIST's (N,), CIFAR-10's (N, 1) and one-hot
-    (N, K) rows (exactly one 1, the rest 0, any numeric dtype; then K must equal
-    ``num_classes`` when it is given). Ids (N,) or (N, 1) must have an integer dtype and
-    lie in [0, ``num_classes``). Anything else (soft targets, scores, float ids, (N, H, W))
-    raises a ValueError that names the shape.
-    The one place where every label-taking helper of ``course_lib`` reads labels.
+    (N, K) rows (exactly one 1, the rest 0, any numeric dtype). The one place where every
+    label-taking helper of ``course_lib`` reads labels.
+
+    Parameters
+    ----------
+    labels : array-like of shape (N,), (N, 1) or (N, K)
+        Integer class ids, or one-hot rows.
+    num_classes : int or None
+        If given: ids must lie in [0, num_classes), and one-hot rows must have K = num_classes.
+    name : str
+        The argument's name, used in the error message.
+
+    Returns
+    -------
+    ids : int64 ndarray of shape (N,)
+
+    Raises
+    ------
+    ValueError
+        A non-numeric or bool dtype; rows that are not one-hot (soft targets, scores);
+        K != num_classes; float ids; ids outside [0, num_classes); any other shape
+        (for example (N, H, W)), named in the message.
+
+    Used by the training, metrics, localization and explain helpers (notebooks 01-11).
     """
     arr = np.asarray(labels)
     shape = arr.shape

@@ -35,7 +35,8 @@ PACKAGE = ROOT / "course_lib"
 EXPLAIN_MODULES = ["explain.cam", "explain.gradients", "explain.perturbation", "explain.wsol", "explain.features",
                    "explain.faithfulness", "explain.display", "explain._interpreter"]
 # The other modules' public functions that course_lib.explain calls.
-RELIED_ON = [("localization", "box_iou"), ("models", "walk_layers")]
+RELIED_ON = [("localization", "box_iou"), ("models", "walk_layers"), ("validation", "check_images"),
+             ("validation", "check_positive_int"), ("validation", "class_ids")]
 # Every module whose functions the raise analysis follows (calls into other modules count as not raising).
 FOLLOWED = EXPLAIN_MODULES + ["validation", "localization", "models"]
 

@@ -10,6 +10,9 @@ from ._interpreter import _check_classes, _graph, _select_output
 from .cam import METHODS, _class_maps
 
 
+_EIGHT_CONNECTED = np.ones((3, 3), bool)
+
+
 def cam_to_box(maps, threshold=0.2):
     """Box around a heat-map's largest blob above a fraction of its maximum.
 
@@ -56,10 +59,10 @@ def cam_to_box(maps, threshold=0.2):
         if not np.isfinite(top) or top <= 0:
             boxes.append([0.0, 0.0, 1.0, 1.0])
             continue
-        labels, count = ndimage.label(m > threshold * top, structure=np.ones((3, 3)))
-        sizes = ndimage.sum_labels(np.ones_like(m), labels, index=np.arange(1, count + 1))
-        rows, cols = np.nonzero(labels == 1 + int(np.argmax(sizes)))
-        boxes.append([cols.min() / w, rows.min() / h, (cols.max() + 1) / w, (rows.max() + 1) / h])
+        labels, count = ndimage.label(m > threshold * top, structure=_EIGHT_CONNECTED)
+        largest = 1 + int(np.argmax(np.bincount(labels.ravel(), minlength=count + 1)[1:]))  # first of equals
+        rows, cols = ndimage.find_objects(labels, max_label=largest)[largest - 1]
+        boxes.append([cols.start / w, rows.start / h, cols.stop / w, rows.stop / h])
     boxes = np.asarray(boxes, np.float32)
     return boxes[0] if single else boxes
 

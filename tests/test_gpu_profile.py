@@ -78,7 +78,7 @@ SHRINK = {
               "assert photo_maps['RISE'].shape == (4, 96, 96) and photo_faith['RISE']['insertion'].shape == (4, N_STEPS + 1)",
     ),
     "10_semi_supervised": dict(
-        set="STEPS = 6; EPOCHS = 2",
+        set="WARM_STEPS = 4; STEPS = 6; EPOCHS = 2",
         check="assert len(histories) >= 1",
     ),
     "11_project_template": dict(

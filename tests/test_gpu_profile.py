@@ -38,9 +38,10 @@ SHRINK = {
         check='assert len(aug_histories["augmentation"]["loss"]) == 1',
     ),
     "03_cnn_architectures": dict(
-        set="N_TRAIN = N_TRAIN_MOBILENET = 60; N_VAL = N_TEST = 20; EPOCHS = EPOCHS_MOBILENET = 1; LATENCY_REPEATS = 1",
+        set="N_TRAIN = 60; N_VAL = N_TEST = 20; LIVE_EPOCHS = 1; LATENCY_REPEATS = 1",
         check='assert DATASET == "cifar10" and x_train.shape[1:] == (32, 32, 3), x_train.shape\n'
-              'assert len(resnet_history.history["loss"]) == 1',
+              'assert ZOO_MODELS is None  # the gpu profile trains both networks here, not from the zoo\n'
+              'assert all(len(h["loss"]) == 1 for h in histories.values()) and len(test_acc) == 2',
     ),
     "04_training_and_tuning": dict(
         set="N_TRAIN = 60; N_VAL = N_TEST = 20; EPOCHS_RESNET = 1; EPOCHS_PRETRAIN = 1",
@@ -59,21 +60,21 @@ SHRINK = {
     "07_cam_and_gradcam": dict(
         set="N_TRAIN = 40; N_VAL = N_TEST = 20; N_TWO = 10; N_HANS_TRAIN = 40; EPOCHS = EPOCHS_HANS = 1\n"
             "IMAGENET_ALPHA, IMAGENET_SIZE = 0.35, 96",
-        check="assert len(history.history['loss']) == 1\n"
+        check="assert RETRAIN and len(history['loss']) == 1  # the gpu profile trains here, not from the zoo\n"
               "assert imagenet_model.output_shape == (None, 1000)  # section 14: the with-top weights came from the cache\n"
               "assert all(m.shape == (4, 96, 96) for m in photo_maps.values())",
     ),
     "08_visualizing_cnns": dict(
         set="N_TRAIN = 40; N_VAL = 20; EPOCHS = 1; AM_STEPS = 2\n"
             "IMAGENET_ALPHA, IMAGENET_SIZE = 0.35, 96; IMAGENET_AM_STEPS = 2",
-        check="assert len(history.history['loss']) == 1\n"
+        check="assert RETRAIN and len(history['loss']) == 1  # the gpu profile trains here, not from the zoo\n"
               "assert imagenet_filters.shape == (3, 3, 3, 16)  # section 6: Conv1 of the cached MobileNetV2 (alpha 0.35)\n"
               "assert am_image.shape == (96, 96, 3) and len(am_scores) == 2",
     ),
     "09_beyond_gradcam": dict(
         set="N_TRAIN = 40; N_VAL = N_TEST = 20; N_EVAL = 4; EPOCHS = 1; N_GAIN = 40; GAIN_EPOCHS = 1\n"
             "IMAGENET_ALPHA, IMAGENET_SIZE = 0.35, 96; IMAGENET_MASKS = 50",
-        check="assert len(history.history['loss']) == 1\n"
+        check="assert RETRAIN and len(history['loss']) == 1  # the gpu profile trains here, not from the zoo\n"
               "assert imagenet_model.output_shape == (None, 1000)  # section 8: the with-top weights came from the cache\n"
               "assert photo_maps['RISE'].shape == (4, 96, 96) and photo_faith['RISE']['insertion'].shape == (4, N_STEPS + 1)",
     ),

@@ -599,6 +599,28 @@ def train_val_test_split(*arrays, fractions=(0.7, 0.15, 0.15), stratify=None, se
     return tuple(tuple(np.asarray(a)[part] for a in arrays) for part in (tr, va, te))
 
 
+def group_split(groups, test_fraction: float = 0.2, seed: int = 0) -> tuple:
+    """Split indices so that no group (a person, an object, a scene) has images on both sides.
+
+    ``groups``: (N,) group id of each image. A random ``ceil(test_fraction * G)`` of the G
+    groups go to the test side, every image of a group with it (scikit-learn's
+    ``GroupShuffleSplit``, which this calls). Returns ``(train_idx, test_idx)``, sorted int
+    arrays that together hold every index once. Raises ValueError for fewer than two groups
+    or a fraction outside (0, 1). The reference of notebook 11's group-split exercise.
+    """
+    from sklearn.model_selection import GroupShuffleSplit
+
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(np.unique(groups)) < 2:
+        raise ValueError(f"groups must be a (N,) array with at least two distinct groups; got shape {groups.shape} "
+                         f"with {len(np.unique(groups))} group(s).")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}.")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=float(test_fraction), random_state=seed)
+    train_idx, test_idx = next(splitter.split(np.zeros(len(groups)), groups=groups))
+    return np.sort(train_idx), np.sort(test_idx)
+
+
 def stratified_kfold(labels, k: int = 5, seed: int = 0):
     """Return ``k`` (train_idx, val_idx) pairs; each fold keeps the class proportions.
 

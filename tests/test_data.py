@@ -283,3 +283,19 @@ def test_splits_still_take_strings_and_refuse_soft_targets():
     assert sorted(set(names[train[0]])) == ["cat", "dog"]
     with pytest.raises(ValueError, match=r"shape \(20, 2\) are not one-hot"):
         data.stratified_kfold(np.full((20, 2), 0.5), k=2)
+
+
+def test_group_split_keeps_each_group_on_one_side():
+    import math
+
+    rng = np.random.default_rng(0)
+    groups = np.r_[np.zeros(50, int), rng.integers(1, 30, size=150)]
+    for seed in range(4):
+        train, test = data.group_split(groups, 0.2, seed=seed)
+        assert np.array_equal(np.sort(np.r_[train, test]), np.arange(len(groups)))
+        assert not set(groups[train]) & set(groups[test])
+        assert len(set(groups[test])) == math.ceil(0.2 * len(np.unique(groups)))  # GroupShuffleSplit's rule
+    with pytest.raises(ValueError, match="at least two distinct groups"):
+        data.group_split(np.zeros(10), 0.2)
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+        data.group_split(groups, 1.0)

@@ -101,7 +101,7 @@ def test_notebook_runs_end_to_end_on_a_folder(tmp_path):
         str(NOTEBOOK), str(tmp_path / "executed.ipynb"), cwd=str(NOTEBOOK.parent), kernel_name="python3",
         progress_bar=False,
         parameters={"DATA_DIR": str(folder), "OUTPUT_DIR": str(out_dir), "EPOCHS": 2, "N_EXPLAIN": 4,
-                    "RESNET_DEPTH": 8, "IMAGE_SIZE": 32, "BATCH": 8,
+                    "RESNET_DEPTH": 8, "IMAGE_SIZE": 32, "BATCH": 8, "START": "scratch",
                     "MIN_TEST_ACCURACY": 0.0},  # 25 training images, 2 epochs: the pipeline, not the learning
     )
     results = json.loads((out_dir / "results.json").read_text())
@@ -113,6 +113,7 @@ def test_notebook_runs_end_to_end_on_a_folder(tmp_path):
     assert results["grad_cam_shape"] == [4, 32, 32]
     readme = (out_dir / "README.md").read_text()
     assert "circle, square, triangle" in readme and f"{results['test_accuracy']:.1%}" in readme
+    assert "from scratch" in readme and "put the images in `data/`" in readme  # Reproduce: the student's own folder
     assert (out_dir / "checkpoints" / "best.keras").exists()
     assert "*.keras" in (out_dir / ".gitignore").read_text()
     assert (out_dir / "figures" / "grad_cam.png").exists()

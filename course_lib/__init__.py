@@ -3,7 +3,8 @@
 One module per topic, flat (d2l style): ``env`` (the setup call at the top of every
 notebook), ``validation`` (the shared input checks), ``data``, ``viz``, and, as the
 days arrive, ``preprocessing``, ``batchnorm``, ``models``, ``training``,
-``semi_supervised``, ``localization``, ``metrics``, ``explain`` and ``grading``.
+``semi_supervised``, ``localization``, ``metrics``, ``explain`` and ``grading`` (with
+``sandbox``, where it runs each submitted notebook sealed off).
 
 Importing ``course_lib`` does not import TensorFlow. It only sets TensorFlow's
 logging variables (when you have not set them yourself), so that the C++ start-up

@@ -2,27 +2,28 @@
 
 The notebooks in ``notebooks/`` are the instructor masters: every exercise's solution
 and tests sit in them in Otter-Grader's notebook format (CONTRIBUTING.md, "Exercises").
-Otter does the real work -- ``otter assign`` strips solutions and hidden tests and builds
-the autograder zip, ``otter run`` executes a submission and runs the tests. This module
-is only the glue around it, one command per job::
+Otter's ``otter assign`` strips solutions and hidden tests and builds the autograder zip
+(Otter's format, so Gradescope can run it too); this module is the glue around it, one
+command per job::
 
     python -m course_lib.grading check     [NOTEBOOK ...]   # exercise format and points (seconds)
     python -m course_lib.grading assign    [NOTEBOOK ...]   # dist/student/*.ipynb, dist/autograder/*.zip
-    python -m course_lib.grading grade SUBMISSIONS --autograder 01_image_classification_basics
+    python -m course_lib.grading grade SUBMISSIONS --autograder 01_image_classification_basics [--roster FILE]
     python -m course_lib.grading selfcheck [NOTEBOOK ...]   # masters get full marks, student versions zero
 
 Without NOTEBOOK arguments a command takes every ``notebooks/[0-9]*.ipynb``.
 
-Grading isolation. Each submission is graded in its own worker process (its own Jupyter
-kernel), so a crash, an endless loop, ``sys.exit`` or a dead kernel only costs that
-submission. Every cell has a time limit (the kernel is interrupted and the run goes on),
-the whole submission has another (the process tree is killed). Network access is refused
-by a ``sitecustomize`` module put first on the worker's and the kernel's ``PYTHONPATH``:
-it lets sockets connect to loopback addresses only (the kernel talks to its client over
-loopback) and refuses every other address with an ``OSError``. That stops accidental
-downloads; it is not a sandbox against a hostile student (Python code can undo it). For
-untrusted submissions run the whole command with no network at all, e.g.
-``unshare -rn sh -c 'ip link set lo up && python -m course_lib.grading grade ...'``.
+Grading a class. Each submission runs sealed off in a sandbox (:mod:`course_lib.sandbox`:
+bubblewrap, prlimit) that sees neither the tests, the autograder, the other submissions,
+the instructor's files and environment, nor the network, under memory, CPU, process,
+output and time limits. The scores are decided here, outside the student's process: the
+tests of the autograder zip run in the grader, and each call they make to a student's
+function sends the test's inputs into the sandbox and gets the result back as plain
+data (numbers, strings, arrays; never a pickle). Public tests run before hidden ones and
+the feedback names the failed public tests and only counts the failed hidden ones. Every
+file of the submissions folder is accounted for: a row per student (per roster student
+with ``--roster``), skipped files listed in ``skipped.csv``. Without a working sandbox
+``grade`` refuses unless given ``--unsafe``.
 
 Used by the instructors (README, "For instructors"), by ``tests/test_grading.py`` and by CI.
 """
@@ -34,11 +35,12 @@ import concurrent.futures
 import contextlib
 import csv
 import dataclasses
+import errno
+import io
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -465,127 +467,137 @@ def assign(master, out_dir="dist") -> Assigned:
 
 # --------------------------------------------------------------------------- grade
 
-NETWORK_GUARD = '''\
-"""Installed by course_lib.grading while grading: sockets may reach loopback only."""
-import errno as _errno, ipaddress as _ip, socket as _socket
+MAX_NOTEBOOK_BYTES = 50 * 1024**2  # a handed-in notebook (or zip member) larger than this is refused
+JUNK = {"__macosx", ".ds_store", "thumbs.db", "desktop.ini", ".ipynb_checkpoints", "__pycache__"}
 
-def _loopback(host):
-    if host in (None, "", "localhost", "localhost.localdomain"):
-        return True
+
+class TestCase:
+    """One test of an Otter exception-based test file: what ``@test_case(...)`` makes.
+
+    The autograder's test files import it as ``otter.test_files.test_case``; reading
+    them here does not import Otter (seconds), with Otter's rules for names and points.
+    """
+
+    def __init__(self, name=None, points=None, hidden=False, success_message=None, failure_message=None):
+        self.name, self.points, self.hidden = name, points, bool(hidden)
+        self.success_message, self.failure_message = success_message, failure_message
+        self.test_func = lambda: None
+
+    def __call__(self, test_func):
+        self.test_func = test_func
+        return self
+
+    def call_func(self, env) -> None:
+        """Call the test with the notebook's values of its arguments (``env``: everything)."""
+        import inspect
+
+        args = inspect.signature(self.test_func).parameters
+        self.test_func(**{a: env if a == "env" else env.get(a, None) for a in args})
+
+
+@dataclasses.dataclass
+class TestFile:
+    """One question's test file: its name, tests (points resolved) and scoring rule."""
+
+    name: str
+    test_cases: list
+    all_or_nothing: bool = False
+
+    @property
+    def possible(self) -> float:
+        return sum(tc.points for tc in self.test_cases)
+
+
+def _resolve_points(total, cases) -> None:
+    """Otter's rules (otter.test_files.abstract_test.TestFile.resolve_test_file_points)."""
+    if isinstance(total, list):
+        if len(total) != len(cases):
+            raise ValueError("points specified in a test file differ in number from its test cases")
+        for tc, p in zip(cases, total):
+            tc.points = p
+        total = None
+    elif total is not None and not isinstance(total, (int, float)):
+        raise TypeError(f"a test file's points have an invalid type: {type(total)}")
+    given = [tc.points for tc in cases]
+    if any(p is not None and type(p) not in (int, float) for p in given):
+        raise TypeError("a test case's points must be a number")
+    pre = sum(p for p in given if p is not None)
+    unset = sum(p is None for p in given)
+    if total is not None:
+        if pre > total:
+            raise ValueError("more points in the test cases than the test file allows")
+        rest = (total - pre) / unset if unset else 0.0
+    elif pre == 0 and all(p in (0, None) for p in given):
+        rest = 1 / unset if unset else 0.0
+    else:
+        rest = 0.0
+    for tc in cases:
+        if tc.points is None:
+            tc.points = rest
+
+
+def read_test_file(source: str, path: str = "<test>") -> TestFile:
+    """An Otter exception-based test file (the instructor's code, run here in the grader)."""
+    import builtins
+    import types
+
+    shim = types.ModuleType("otter.test_files")
+    shim.test_case = TestCase
+
+    def _import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and name in ("otter.test_files", "otter.test_files.exception_test"):
+            return shim
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+    env = {"__builtins__": {**vars(builtins), "__import__": _import}, "__name__": f"tests.{Path(path).stem}"}
+    exec(compile(source, path, "exec"), env)
+    if "name" not in env:
+        raise ValueError(f"test file {path} does not define 'name'")
+    cases = []
+    for value in list(env.values()):
+        if isinstance(value, TestCase):
+            if value.name is None:
+                value.name = f"{env['name']} - {len(cases) + 1}"
+            cases.append(value)
+    _resolve_points(env.get("points"), cases)
+    return TestFile(str(env["name"]), cases, bool(env.get("all_or_nothing", False)))
+
+
+@dataclasses.dataclass
+class Autograder:
+    """An autograder zip, read once per run: its assignment name and Otter test files.
+
+    The test files are the instructor's code: they run in the grader, never in a sandbox.
+    """
+
+    path: Path
+    assignment: str | None
+    tests: list  # TestFile, in question order
+
+    @property
+    def possible(self) -> dict[str, float]:
+        return {tf.name: tf.possible for tf in self.tests}
+
+
+def load_autograder(autograder_zip) -> Autograder:
+    """Read an autograder zip made by :func:`assign` (Otter's format)."""
+    path = Path(autograder_zip)
     try:
-        return _ip.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-def _refuse(what):
-    raise OSError(_errno.ENETUNREACH, f"network access is disabled while grading ({what})")
-
-def _wrap(name):
-    original = getattr(_socket.socket, name)
-    def guarded(self, address, *args):
-        target = args[-1] if name == "sendto" and args else address
-        if self.family in (_socket.AF_INET, _socket.AF_INET6) and not _loopback(target[0]):
-            _refuse(f"{name} {target[0]}")
-        return original(self, address, *args)
-    setattr(_socket.socket, name, guarded)
-
-for _name in ("connect", "connect_ex", "sendto"):
-    _wrap(_name)
-
-_getaddrinfo = _socket.getaddrinfo
-def _guarded_getaddrinfo(host, *args, **kwargs):
-    if not _loopback(host):
-        _refuse(f"name lookup {host}")
-    return _getaddrinfo(host, *args, **kwargs)
-_socket.getaddrinfo = _guarded_getaddrinfo
-'''
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if re.fullmatch(r"tests/[^/]+\.py", n)]
+            tests = [read_test_file(zf.read(n).decode("utf-8"), n) for n in names]
+            config = json.loads(zf.read("otter_config.json")) if "otter_config.json" in zf.namelist() else {}
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not an autograder zip ({type(exc).__name__}: {exc}).") from None
+    if not tests:
+        raise ValueError(f"{path}: no tests/*.py in it; make it with 'python -m course_lib.grading assign'.")
+    order = lambda tf: (int(m.group(1)) if (m := re.match(r"q(\d+)_", tf.name)) else 10**6, tf.name)  # noqa: E731
+    return Autograder(path, config.get("assignment_name"), sorted(tests, key=order))
 
 
 def exercise_points(autograder_zip) -> dict[str, float]:
     """{exercise name: points possible}, in order, read from an autograder zip's tests."""
-    from otter.test_files.exception_test import ExceptionTestFile
-
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(autograder_zip) as zf:
-        names = sorted(n for n in zf.namelist() if re.fullmatch(r"tests/[^/]+\.py", n))
-        zf.extractall(tmp, members=names)
-        for n in names:
-            tf = ExceptionTestFile.from_file(os.path.join(tmp, n))
-            out[tf.name] = tf.possible
-    order = lambda name: (int(m.group(1)) if (m := re.match(r"q(\d+)_", name)) else 10**6, name)  # noqa: E731
-    return {k: out[k] for k in sorted(out, key=order)}
-
-
-def _worker(autograder_zip: str, submission: str, result_json: str, cell_timeout: int) -> None:
-    """Grade one submission in this process (run by :func:`grade_submission` as a child)."""
-    result = {"questions": {}, "error": None, "cell_errors": 0, "cell_timeouts": 0, "errors_before_first_exercise": 0}
-    try:
-        nb = read_notebook(submission)
-        nbformat.validate(nb)
-    except Exception as exc:  # not a notebook: no kernel, a row with the reason
-        result["error"] = f"not a notebook: {str(exc).replace(str(submission), Path(submission).name).splitlines()[0][:300]}"
-        Path(result_json).write_text(json.dumps(result))
-        return
-    import nbconvert.preprocessors as pre
-
-    class LimitedExecutor(pre.ExecutePreprocessor):
-        """Otter's executor with a per-cell limit: interrupt the kernel and carry on."""
-
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.timeout = cell_timeout
-            self.interrupt_on_timeout = True
-
-    pre.ExecutePreprocessor = LimitedExecutor  # otter.execute imports it at call time
-
-    from otter.api import grade_submission as otter_grade
-
-    with tempfile.TemporaryDirectory(prefix="submission-") as tmp:
-        sub = Path(tmp) / (Path(submission).stem + ".ipynb")
-        nbformat.write(nb, str(sub))
-        try:
-            res = otter_grade(str(sub), autograder_zip, quiet=True)
-        except Exception as exc:
-            last = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ""
-            result["error"] = f"{type(exc).__name__}: {last}"
-            if type(exc).__name__ == "DeadKernelError":
-                result["error"] = ("the kernel died (the notebook called os._exit, crashed Python "
-                                   "or ran out of memory), so nothing could be graded")
-            Path(result_json).write_text(json.dumps(result))
-            return
-    if res.catastrophic_error is not None:
-        result["error"] = f"grading failed: {str(res.catastrophic_error)[:300]}"
-    for name, tf in res.results.items():
-        failures = [
-            {"hidden": bool(r.test_case.hidden), "message": "" if r.test_case.hidden else r.message}
-            for r in tf.test_case_results
-            if not r.passed
-        ]
-        result["questions"][name] = {"score": tf.score, "possible": tf.possible, "failures": failures}
-    cells = res.notebook.cells if getattr(res, "notebook", None) else []
-    checks = [i for i, c in enumerate(cells) if _source(c).startswith("grader.check(")]
-    first_answer = max((i for i in range(checks[0]) if cells[i].cell_type == "code"), default=0) if checks else 0
-    for i, cell in enumerate(cells):
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                result["cell_errors"] += 1
-                result["cell_timeouts"] += out.get("ename") == "KeyboardInterrupt"
-                result["errors_before_first_exercise"] += i < first_answer
-    Path(result_json).write_text(json.dumps(result))
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """Kill a worker and everything it started (the kernel runs in its own session)."""
-    import psutil
-
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    for p in children + [proc]:
-        with contextlib.suppress(Exception):
-            p.kill()
-    proc.wait()
+    return load_autograder(autograder_zip).possible
 
 
 @dataclasses.dataclass
@@ -598,91 +610,375 @@ class Grade:
     reason: str = ""
     failures: dict[str, list] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
-    complete: bool = False  # Otter ran the notebook and every test file
+    complete: bool = False  # the notebook ran to its end and every test ran
+    cpu_seconds: float = 0.0  # CPU time of the notebook's Python, as it reported at its end
     errors_before_first_exercise: int = 0  # cells that failed before the first answer cell
+    file: str = ""  # what was graded, relative to the submissions folder
 
     @property
     def total(self) -> float:
         return sum(self.points.values())
 
 
-def grade_submission(submission, autograder_zip, *, student=None, cell_timeout=300, timeout=1800) -> Grade:
-    """Grade one submitted file with Otter in a separate, network-guarded process.
+class _NotebookEnvironment(dict):
+    """The notebook's global names as Otter's tests ask for them (``env.get(name)``): each
+    value is fetched from the sandbox as plain data, each function is a stand-in that
+    sends its arguments there."""
 
-    Never raises for a bad submission: a file that is not a notebook, a notebook that
-    crashes, loops past ``timeout`` seconds in total, exits or kills its kernel gets
-    zero for what could not be checked and a ``reason``. A cell running longer than
-    ``cell_timeout`` seconds is interrupted and the run goes on.
+    def __init__(self, box):
+        super().__init__()
+        self._box = box
+
+    def get(self, name, default=None):
+        value = self._box.get(name)
+        return default if value is None else value
+
+    def __getitem__(self, name):
+        value = self._box.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name):
+        return self._box.get(name) is not None
+
+
+def _message(exc: BaseException) -> str:
+    """A failed public test's message, on one line: the exception's first and last lines."""
+    lines = [line.strip() for line in f"{type(exc).__name__}: {exc}".strip().splitlines() if line.strip()]
+    lines = lines if len(lines) <= 3 else [lines[0], "...", *lines[-2:]]
+    return " | ".join(lines)[:400]
+
+
+def _run_tests(box, autograder: Autograder, sandbox) -> dict[str, list[tuple]]:
+    """Run every test in the grader against the sandboxed notebook: {question: [(test
+    case, passed, message)]}. All public tests run before any hidden one, so nothing a
+    hidden test sends into the sandbox can reach a public test's message (the feedback)."""
+    env = _NotebookEnvironment(box)
+    results = {tf.name: [None] * len(tf.test_cases) for tf in autograder.tests}
+    for hidden in (False, True):
+        for tf in autograder.tests:
+            for i, tc in enumerate(tf.test_cases):
+                if bool(tc.hidden) != hidden:
+                    continue
+                try:
+                    tc.call_func(env)
+                    results[tf.name][i] = (tc, True, "")
+                except sandbox.Stopped as exc:
+                    results[tf.name][i] = (tc, False, f"not run: {exc}")
+                except Exception as exc:  # the test failed: any exception, as in Otter
+                    results[tf.name][i] = (tc, False, _message(exc))
+    return results
+
+
+def _score(tf, results) -> float:
+    possible = tf.possible
+    passed = sum(tc.points for tc, ok, _ in results if ok)
+    if tf.all_or_nothing:
+        passed = possible if all(ok for _, ok, _ in results) else 0
+    return min(max(float(passed), 0.0), float(possible))  # never below zero, never above the maximum
+
+
+def _open_regular(path: Path):
+    """A regular file opened for reading; symbolic links are refused, never followed."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError("refused: a symbolic link (links are never followed)") from None
+        raise ValueError(f"cannot read it ({exc.strerror})") from None
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise ValueError("refused: not a regular file")
+    return f
+
+
+def _read_regular(path: Path, limit: int = MAX_NOTEBOOK_BYTES) -> bytes:
+    """A regular file's bytes, refusing symbolic links and files larger than ``limit``."""
+    with _open_regular(path) as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise ValueError(f"refused: larger than {limit // 1024**2} MB")
+        return f.read(limit + 1)[:limit]
+
+
+def _parse_notebook(data: bytes):
+    try:
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
+        return nb
+    except Exception as exc:  # nbformat raises several types for non-notebooks
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"not a notebook: {type(exc).__name__}: {first[:200]}") from None
+
+
+def grade_submission(submission, autograder_zip, *, student=None, cell_timeout=300, timeout=1800,
+                     limits=None, unsafe=False, data: bytes | None = None) -> Grade:
+    """Grade one submitted notebook: run it in a sandbox, run the tests in this process.
+
+    ``submission`` is the file (or a label when ``data`` holds its bytes), ``autograder_zip``
+    a zip or a loaded :class:`Autograder`. The notebook runs sealed off
+    (:mod:`course_lib.sandbox`; ``unsafe=True`` only for notebooks you trust); the tests
+    call its functions there with their inputs and compare the plain data that comes back
+    here. Never raises for a bad submission: a file that is not a notebook, a notebook that
+    crashes, loops past the limits, exits or kills its own process gets zero for what could
+    not be checked and a ``reason``.
     """
-    submission, autograder_zip = Path(submission), Path(autograder_zip)
-    possible = exercise_points(autograder_zip)
-    grade = Grade(student or submission.stem, {q: 0 for q in possible}, possible)
+    from . import sandbox
+
+    autograder = autograder_zip if isinstance(autograder_zip, Autograder) else load_autograder(autograder_zip)
+    possible = autograder.possible
+    limits = limits or sandbox.Limits(cell_timeout=cell_timeout, timeout=timeout)
+    label = str(submission)
+    grade = Grade(student or Path(label).stem, {q: 0 for q in possible}, possible, file=Path(label).name)
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-        guard = Path(tmp) / "guard"
-        guard.mkdir()
-        (guard / "sitecustomize.py").write_text(NETWORK_GUARD)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(guard), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        env.setdefault("MPLBACKEND", "Agg")
-        result_json = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "course_lib.grading", "_worker", str(autograder_zip.resolve()),
-               str(submission.resolve()), str(result_json), "--cell-timeout", str(cell_timeout)]
-        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
-        try:
-            log, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(proc)
-            grade.reason = f"stopped: grading took longer than the {timeout} s limit for one submission"
-            grade.seconds = time.monotonic() - start
-            return grade
+    try:
+        nb = _parse_notebook(data if data is not None else _read_regular(Path(submission)))
+    except ValueError as exc:
+        grade.reason = str(exc)
+        return grade
+    wanted, got = autograder.assignment, (nb.metadata.get("otter") or {}).get("assignment_name")
+    if wanted and got and str(got) != wanted:
+        grade.reason = f"wrong assignment: this notebook is for {str(got)[:60]!r}, the autograder for {wanted!r}"
+        return grade
+    # Every code cell runs, whatever its tags (otter_ignore, skip-execution) and kernelspec:
+    # the notebook always runs in the course's own Python.
+    cells = [_source(c) for c in nb.cells if c.get("cell_type") == "code"]
+    checks = [i for i, c in enumerate(cells) if c.startswith("grader.check(")]
+    first_answer = max(checks[0] - 1, 0) if checks else 0  # the code cell before the first check
+    notes, statuses, results = [], None, None
+    try:
+        with sandbox.Sandbox(limits, unsafe=unsafe) as box:
+            try:
+                statuses = box.run(cells)
+                results = _run_tests(box, autograder, sandbox)
+            except sandbox.Stopped:
+                pass
+            stopped = box.stopped
+        grade.cpu_seconds = box.cpu_seconds
+    except RuntimeError as exc:  # the sandbox did not start: the grader's problem, not the student's
+        grade.reason = f"not graded: {exc}"
         grade.seconds = time.monotonic() - start
-        if not result_json.is_file():
-            tail = " | ".join(line for line in (log or "").strip().splitlines()[-3:])
-            grade.reason = f"grading crashed (exit code {proc.returncode}): {tail[-300:]}"
-            return grade
-        result = json.loads(result_json.read_text())
-    notes = []
-    if result["error"]:
-        notes.append(result["error"])
-    grade.complete = not result["error"] and set(result["questions"]) == set(possible)
-    grade.errors_before_first_exercise = result["errors_before_first_exercise"]
-    for q, r in result["questions"].items():
-        if q in grade.points:
-            grade.points[q] = r["score"]
-            grade.failures[q] = r["failures"]
-    if result["cell_timeouts"]:
-        notes.append(f"{result['cell_timeouts']} cell(s) interrupted at the {cell_timeout} s cell limit")
-    if result["cell_errors"] - result["cell_timeouts"] > 0:
-        notes.append(f"{result['cell_errors'] - result['cell_timeouts']} cell(s) raised an error")
+        return grade
+    grade.seconds = time.monotonic() - start
+    if stopped:
+        notes.append(stopped)
+    if statuses is not None:
+        grade.errors_before_first_exercise = sum(s != "ok" for s in statuses[:first_answer])
+        counts = {s: statuses.count(s) for s in set(statuses)}
+        for status, text in [
+            ("timeout", f"interrupted at the {limits.cell_timeout:g} s cell limit"),
+            ("memory", f"hit the memory limit ({sandbox._size(limits.memory)})"),
+            ("processes", f"hit the process limit ({limits.processes})"),
+            ("file size", f"hit the file size limit ({sandbox._size(limits.file_size)})"),
+            ("error", "raised an error"),
+        ]:
+            if counts.get(status):
+                notes.append(f"{counts[status]} cell(s) {text}")
+    for tf in autograder.tests:
+        res = (results or {}).get(tf.name)
+        if not res or any(r is None for r in res):
+            continue
+        grade.points[tf.name] = _score(tf, res)
+        grade.failures[tf.name] = [{"hidden": bool(tc.hidden), "message": "" if tc.hidden else msg}
+                                   for tc, ok, msg in res if not ok]
+    grade.complete = statuses is not None and results is not None and not stopped
     grade.reason = "; ".join(notes)
     return grade
 
 
-def submissions_in(folder) -> list[tuple[str, Path]]:
-    """(student, file) pairs in a submissions folder.
+# ----------------------------------------------------------------- which file is whose
 
-    A file directly in the folder is one student's submission (student = file name
-    without extension), whatever its type; a sub-folder is one student (the folder's
-    name) and must hold one ``.ipynb`` (else its first file is graded, and fails).
+
+@dataclasses.dataclass
+class Submission:
+    """What one student handed in: the notebook to grade, or why there is none."""
+
+    student: str
+    file: str = ""  # the graded notebook, relative to the folder ('bob/final.ipynb', 'carol.zip:carol.ipynb')
+    load: object = None  # () -> bytes of that notebook
+    refused: str = ""  # why nothing is graded ('no submission', 'refused: a symbolic link ...')
+    warnings: list = dataclasses.field(default_factory=list)
+
+
+def _nfc(name: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name)
+
+
+def _is_junk(name: str) -> bool:
+    low = name.lower()
+    return low in JUNK or low.startswith("._") or low.startswith("~$")
+
+
+def _student_name(name: str, warnings: list) -> str:
+    stripped = name.lstrip(".")
+    if stripped != name and stripped:
+        warnings.append(f"the name {name!r} starts with '.': graded as {stripped!r}")
+    return stripped or name
+
+
+def _zip_candidates(path: Path, label: str):
+    """(label, mtime, load, refusal) of each notebook in a zip, and the names of other files."""
+    found, others = [], []
+    try:
+        zf = zipfile.ZipFile(_open_regular(path))
+        members = zf.infolist()
+    except (ValueError, zipfile.BadZipFile, OSError) as exc:
+        reason = str(exc) if str(exc).startswith("refused") else f"refused: not a valid zip file ({exc})"
+        return [(label, 0.0, None, reason)], others
+    for m in members:
+        parts = [p for p in m.filename.replace("\\", "/").split("/") if p]
+        if m.is_dir() or not parts or any(_is_junk(p) or p.startswith(".") for p in parts):
+            continue
+        where = f"{label}:{'/'.join(parts)}"
+        if not parts[-1].lower().endswith(".ipynb"):
+            others.append(where)
+            continue
+        mtime = time.mktime(m.date_time + (0, 0, -1)) if m.date_time[0] >= 1980 else 0.0
+        if m.flag_bits & 0x1:
+            found.append((where, mtime, None, "refused: an encrypted zip"))
+        elif m.file_size > MAX_NOTEBOOK_BYTES:
+            found.append((where, mtime, None, f"refused: larger than {MAX_NOTEBOOK_BYTES // 1024**2} MB"))
+        else:
+            found.append((where, mtime, lambda m=m, zf=zf: zf.open(m).read(MAX_NOTEBOOK_BYTES + 1)[:MAX_NOTEBOOK_BYTES],
+                          ""))
+    return found, others
+
+
+def _folder_candidates(folder: Path, base: Path):
+    """Notebooks (and zipped ones) anywhere in a student's folder, symlinks refused."""
+    found, others = [], []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        name = entry.name
+        label = str(Path(entry.path).relative_to(base))
+        if _is_junk(name):
+            continue
+        if entry.is_symlink():
+            if name.lower().endswith(".ipynb") or name.lower().endswith(".zip"):
+                found.append((label, 0.0, None, "refused: a symbolic link (links are never followed)"))
+            else:
+                others.append(label + " (a symbolic link)")
+        elif entry.is_dir(follow_symlinks=False):
+            f, o = _folder_candidates(Path(entry.path), base)
+            found += f
+            others += o
+        elif name.lower().endswith(".ipynb"):
+            found.append((label, entry.stat(follow_symlinks=False).st_mtime,
+                          lambda p=Path(entry.path): _read_regular(p), ""))
+        elif name.lower().endswith(".zip"):
+            f, o = _zip_candidates(Path(entry.path), label)
+            found += f
+            others += o
+        else:
+            others.append(label)
+    return found, others
+
+
+def read_roster(path) -> list[str]:
+    """Student IDs, one a line (blank lines and lines starting with '#' ignored), NFC."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
+        line = _nfc(line.strip())
+        if line and not line.startswith("#") and line not in out:
+            out.append(line)
+    if not out:
+        raise ValueError(f"{path}: the roster is empty (one student ID a line).")
+    return out
+
+
+def collect_submissions(folder, roster=None) -> tuple[list[Submission], list[tuple[str, str]]]:
+    """Who handed in what: ([one Submission per student], [(path, why it is skipped)]).
+
+    A notebook ``<student>.ipynb``, a zip ``<student>.zip`` or a folder ``<student>/`` (the
+    notebooks in it, in zips in it too) belongs to that student; names are Unicode NFC, a
+    leading '.' is dropped with a warning. When a student handed in more than one notebook
+    the newest (modification time; for a zip member, its date in the zip) is graded and
+    the row says which were not. Symbolic links are refused, never followed. Other files
+    and ``__MACOSX/``, ``.DS_Store`` and the like are skipped and listed. With ``roster``
+    (a list of IDs), every roster student gets a row ('no submission' where missing) and a
+    student not on it is flagged.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder; give the folder holding the submitted notebooks.")
-    out = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
+    candidates: dict[str, list] = {}
+    others: dict[str, list] = {}
+    warnings: dict[str, list] = {}
+    skipped = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        name = entry.name  # as on disk; the student's name is its NFC form
+        if _is_junk(name):
+            skipped.append((name, "system file, not a submission"))
             continue
-        if entry.is_dir():
-            files = sorted(entry.glob("*.ipynb")) or sorted(p for p in entry.iterdir() if p.is_file())
-            if files:
-                out.append((entry.name, files[0]))
+        is_dir = entry.is_dir(follow_symlinks=False)
+        stem = _nfc(name if is_dir else (name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name))
+        low = name.lower()
+        if not (is_dir or entry.is_symlink() or low.endswith(".ipynb") or low.endswith(".zip")):
+            skipped.append((name, "not a notebook" if entry.is_file(follow_symlinks=False) else "not a regular file"))
+            others.setdefault(_student_name(stem, []), []).append(name)
+            continue
+        w = []
+        student = _student_name(stem, w)
+        warnings.setdefault(student, []).extend(w)
+        cands = candidates.setdefault(student, [])
+        if entry.is_symlink():
+            cands.append((name, 0.0, None, "refused: a symbolic link (links are never followed)"))
+        elif is_dir:
+            f, o = _folder_candidates(Path(entry.path), folder)
+            if not f and not o:
+                cands.append((name + "/", 0.0, None, "the folder is empty: nothing handed in"))
+            elif not f:
+                cands.append((name + "/", 0.0, None, "no notebook in the folder"))
+            cands += f
+            others.setdefault(student, []).extend(o)
+        elif low.endswith(".zip"):
+            f, o = _zip_candidates(Path(entry.path), name)
+            if not f:
+                cands.append((name, 0.0, None, "refused: the zip holds no notebook"))
+            cands += f
+            others.setdefault(student, []).extend(o)
         else:
-            out.append((entry.stem, entry))
-    if not out:
-        raise ValueError(f"{folder}: no submissions in it (expected <student>.ipynb files).")
-    return out
+            cands.append((name, entry.stat(follow_symlinks=False).st_mtime,
+                          lambda p=Path(entry.path): _read_regular(p), ""))
+    subs = {}
+    for student, cands in candidates.items():
+        sub = Submission(student, warnings=list(warnings.get(student, [])))
+        usable = [c for c in cands if c[2] is not None]
+        if usable:
+            label, _, load, _ = max(usable, key=lambda c: (c[1], c[0]))
+            sub.file, sub.load = label, load
+            rest = [c for c in cands if c[0] != label]
+            if rest:
+                def why(c, label=label):
+                    notes = [c[3]] if c[3] else []
+                    if _nfc(c[0]) == _nfc(label):
+                        notes.append("the same name in another Unicode form")
+                    return c[0] + (f" ({'; '.join(notes)})" if notes else "")
+
+                sub.warnings.append(f"{len(rest) + 1} notebooks handed in: graded {label} (the newest); "
+                                    "not graded: " + ", ".join(why(c) for c in rest))
+        else:
+            sub.file = cands[0][0]
+            sub.refused = "; ".join(dict.fromkeys(c[3] for c in cands))
+        if others.get(student):
+            sub.warnings.append("also handed in, not graded: " + ", ".join(others[student]))
+        subs[student] = sub
+    if roster is None:
+        out = [subs[s] for s in sorted(subs)]
+        if not out and not skipped:
+            raise ValueError(f"{folder}: no submissions in it (expected <student>.ipynb files).")
+        return out, skipped
+    out = []
+    for student in roster:
+        out.append(subs.pop(student, None) or Submission(student, refused="no submission"))
+    for student in sorted(subs):
+        subs[student].warnings.append("not on the roster")
+        out.append(subs[student])
+    return out, skipped
 
 
 def resolve_autograder(autograder, dist="dist") -> Path:
@@ -709,38 +1005,122 @@ def _feedback(grade: Grade) -> str:
         fails = grade.failures.get(q, [])
         for f in fails:
             if not f["hidden"] and f["message"]:
-                msg = f["message"].strip().splitlines()
-                lines.append("    " + " | ".join(m.strip() for m in msg[-3:])[:400])
+                lines.append("    " + f["message"])
         hidden = sum(f["hidden"] for f in fails)
         if hidden:
             lines.append(f"    {hidden} hidden test(s) failed.")
     return "\n".join(lines) + "\n"
 
 
-def grade_folder(folder, autograder_zip, out_dir, *, cell_timeout=300, timeout=1800, jobs=1) -> list[Grade]:
-    """Grade every submission in ``folder``; write ``grades.csv`` and ``feedback/<student>.md``.
+def _csv_cell(value) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting with = + - @ (or a tab or
+    carriage return) would be run as a formula, so it gets a leading apostrophe."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
-    CSV columns: student, one per exercise (points), total, possible, reason.
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` so that a reader (or a crash) sees the old file or the new one, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _csv_text(rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    for row in rows:
+        w.writerow([_csv_cell(v) for v in row])
+    return buf.getvalue()
+
+
+def _feedback_names(students: list[str]) -> dict[str, str]:
+    """A safe, distinct file name for each student's feedback."""
+    out, used = {}, set()
+    for s in students:
+        base = re.sub(r"[^\w.-]+", "_", s).strip("._") or "student"
+        name, k = base, 1
+        while name.lower() in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name.lower())
+        out[s] = name + ".md"
+    return out
+
+
+def grade_folder(folder, autograder_zip, out_dir, *, cell_timeout=300, timeout=1800, jobs=1, roster=None,
+                 unsafe=False, limits=None, on_grade=None) -> list[Grade]:
+    """Grade every submission in ``folder``; write ``grades.csv``, ``feedback/<student>.md``
+    and ``skipped.csv`` into ``out_dir``.
+
+    CSV columns: student, one per exercise (points), total, possible, reason, file. The CSV
+    is rewritten (atomically) after every graded submission, so stopping the run keeps the
+    rows done so far; one submission's failure is its own row's reason. Refuses to run
+    without a working sandbox unless ``unsafe`` (notebooks you trust only). ``roster``: a
+    roster file or a list of IDs. ``on_grade(grade)`` is called as each one finishes.
     """
+    from . import sandbox
+
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}.")
-    autograder_zip = Path(autograder_zip)
-    subs = submissions_in(folder)
-    possible = exercise_points(autograder_zip)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(grade_submission, path, autograder_zip, student=student,
-                               cell_timeout=cell_timeout, timeout=timeout) for student, path in subs]
-        grades = [f.result() for f in futures]
+    autograder = load_autograder(autograder_zip)
+    if isinstance(roster, (str, Path)):
+        roster = read_roster(roster)
+    subs, skipped = collect_submissions(folder, roster)
     out_dir = Path(out_dir)
+    limits = limits or sandbox.Limits(cell_timeout=cell_timeout, timeout=timeout)
+    limits.check()
+    if not unsafe:
+        ok, why = sandbox.available()
+        if not ok:
+            raise ValueError(
+                f"no sandbox: {why}. Grading runs every submission sealed off with bubblewrap "
+                "(docs/instructors.md); install it, or pass --unsafe (unsafe=True) to grade "
+                "submissions you trust without one.")
+        sandbox.check_private([folder, autograder.path, out_dir, NOTEBOOKS_DIR])
     (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "grades.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["student", *possible, "total", "possible", "reason"])
-        for g in grades:
-            w.writerow([g.student, *(f"{g.points[q]:g}" for q in possible), f"{g.total:g}",
-                        f"{sum(possible.values()):g}", g.reason])
-    for g in grades:
-        (out_dir / "feedback" / f"{g.student}.md").write_text(_feedback(g), encoding="utf-8")
+    possible = autograder.possible
+    header = ["student", *possible, "total", "possible", "reason", "file"]
+    names = _feedback_names([s.student for s in subs])
+    grades: list[Grade | None] = [None] * len(subs)
+
+    def one(sub: Submission) -> Grade:
+        if sub.refused:
+            grade = Grade(sub.student, {q: 0 for q in possible}, possible, reason=sub.refused, file=sub.file)
+        else:
+            try:
+                grade = grade_submission(sub.file, autograder, student=sub.student, limits=limits,
+                                         unsafe=unsafe, data=sub.load())
+            except ValueError as exc:  # unreadable file
+                grade = Grade(sub.student, {q: 0 for q in possible}, possible, reason=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug of ours must not cost the others their rows
+                grade = Grade(sub.student, {q: 0 for q in possible}, possible,
+                              reason=f"not graded: internal error ({type(exc).__name__}: {str(exc)[:200]})")
+        grade.file = sub.file
+        grade.reason = "; ".join(r for r in [grade.reason, *sub.warnings] if r)
+        return grade
+
+    def write_csv() -> None:
+        rows = [header] + [
+            [g.student, *(f"{g.points[q]:g}" for q in possible), f"{g.total:g}",
+             f"{sum(possible.values()):g}", g.reason, g.file]
+            for g in grades if g is not None]
+        _write_atomically(out_dir / "grades.csv", _csv_text(rows))
+
+    _write_atomically(out_dir / "skipped.csv", _csv_text([["path", "why"], *skipped]))
+    write_csv()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(one, sub): i for i, sub in enumerate(subs)}
+        for future in concurrent.futures.as_completed(futures):
+            i = futures[future]
+            grades[i] = future.result()
+            _write_atomically(out_dir / "feedback" / names[subs[i].student], _feedback(grades[i]))
+            write_csv()
+            if on_grade is not None:
+                on_grade(grades[i])
     return grades
 
 
@@ -751,18 +1131,26 @@ def selfcheck(notebooks=None, *, dist=None, cell_timeout=600, timeout=1800) -> t
     """Assign each master, grade it (must be full marks) and its untouched student version
     (must be zero on every exercise, without a grading failure, and run without an error
     up to its first exercise). Returns (rows, all_ok)."""
+    from . import sandbox
+
     rows, ok = [], True
+    sealed, why = sandbox.available()
+    if not sealed:  # the masters and their student versions are the instructor's own notebooks
+        print(f"selfcheck: no sandbox ({why}); grading the course's own notebooks without one", flush=True)
     with tempfile.TemporaryDirectory(prefix="selfcheck-") as tmp:
         out = Path(dist) if dist else Path(tmp)
         for master in master_notebooks(notebooks):
-            start, cpu_start = time.monotonic(), _children_cpu()
+            start, cpu_start = time.monotonic(), _own_cpu()
             row = {"notebook": master.stem, "exercises": "", "points": "", "master": "", "student": "", "ok": False}
+            sandbox_cpu = 0.0
             try:
                 done = assign(master, out)
-                full = grade_submission(done.autograder_notebook, done.autograder, student="master",
-                                        cell_timeout=cell_timeout, timeout=timeout)
-                blank = grade_submission(done.student, done.autograder, student="student",
-                                         cell_timeout=cell_timeout, timeout=timeout)
+                autograder = load_autograder(done.autograder)
+                full = grade_submission(done.autograder_notebook, autograder, student="master",
+                                        cell_timeout=cell_timeout, timeout=timeout, unsafe=not sealed)
+                blank = grade_submission(done.student, autograder, student="student",
+                                         cell_timeout=cell_timeout, timeout=timeout, unsafe=not sealed)
+                sandbox_cpu = full.cpu_seconds + blank.cpu_seconds
                 possible = sum(full.possible.values())
                 row.update(exercises=len(full.possible), points=f"{possible:g}",
                            master=f"{full.total:g}", student=f"{blank.total:g}")
@@ -781,21 +1169,22 @@ def selfcheck(notebooks=None, *, dist=None, cell_timeout=600, timeout=1800) -> t
             except (ValueError, RuntimeError) as exc:
                 row["problem"] = str(exc)
             row["seconds"] = round(time.monotonic() - start, 1)
-            row["cpu_s"] = round(_children_cpu() - cpu_start, 1)
+            row["cpu_s"] = round(_own_cpu() - cpu_start + sandbox_cpu, 1)
             ok &= row["ok"]
             rows.append(row)
             print(_table([row], header=len(rows) == 1), flush=True)
     return rows, ok
 
 
-def _children_cpu() -> float:
-    """User + system CPU seconds of the finished child processes (0 where unsupported)."""
+def _own_cpu() -> float:
+    """User + system CPU seconds of this process and its finished children (0 where
+    unsupported); the notebooks' own time in a sandbox is added from what they report."""
     try:
         import resource
     except ImportError:  # Windows
         return 0.0
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 def _table(rows, header=True) -> str:
@@ -827,23 +1216,23 @@ def main(argv=None) -> int:
     p.add_argument("--autograder", required=True, help="autograder zip, or a notebook name in DIST/autograder")
     p.add_argument("--dist", default="dist")
     p.add_argument("--out", default=None, help="default: DIST/grades/<notebook>")
-    p.add_argument("--cell-timeout", type=int, default=300)
+    p.add_argument("--roster", default=None, help="file of student IDs, one a line: a row for each")
+    p.add_argument("--cell-timeout", type=int, default=300, help="seconds per cell and per call of an answer")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per submission")
+    p.add_argument("--memory", type=float, default=4, help="GiB of memory per process of a submission")
+    p.add_argument("--cpu-time", type=int, default=None, help="CPU seconds per process (default: 2 x timeout)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="processes and threads per submission (default: 256, or 4 per core if more)")
+    p.add_argument("--max-output", type=float, default=10, help="MB a submission may print")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--unsafe", action="store_true",
+                   help="grade without the sandbox (no bubblewrap): only for submissions you trust")
     p = sub.add_parser("selfcheck", help="masters get full marks, untouched student versions zero")
     p.add_argument("notebooks", nargs="*")
     p.add_argument("--cell-timeout", type=int, default=600)
-    p = sub.add_parser("_worker")
-    p.add_argument("autograder")
-    p.add_argument("submission")
-    p.add_argument("result_json")
-    p.add_argument("--cell-timeout", type=int, default=300)
     args = ap.parse_args(argv)
 
     try:
-        if args.command == "_worker":
-            _worker(args.autograder, args.submission, args.result_json, args.cell_timeout)
-            return 0
         if args.command == "check":
             bad = 0
             for nb in master_notebooks(args.notebooks):
@@ -863,11 +1252,25 @@ def main(argv=None) -> int:
         if args.command == "grade":
             zip_path = resolve_autograder(args.autograder, args.dist)
             out = Path(args.out or Path(args.dist) / "grades" / zip_path.stem)
-            grades = grade_folder(args.submissions, zip_path, out, cell_timeout=args.cell_timeout,
-                                  timeout=args.timeout, jobs=args.jobs)
-            for g in grades:
-                print(f"{g.student:24s} {g.total:6g} / {sum(g.possible.values()):g}  {g.seconds:6.1f} s  {g.reason}")
-            print(f"wrote {out / 'grades.csv'} and {out / 'feedback'}/")
+            from .sandbox import MiB, GiB, Limits
+
+            limits = Limits(cell_timeout=args.cell_timeout, timeout=args.timeout, memory=int(args.memory * GiB),
+                            cpu=args.cpu_time, output=int(args.max_output * MiB))
+            if args.processes is not None:
+                limits.processes = args.processes
+            if args.unsafe:
+                print("grade --unsafe: no sandbox; each submission runs with your permissions", flush=True)
+
+            def show(g):
+                print(f"{g.student:24s} {g.total:6g} / {sum(g.possible.values()):g}  {g.seconds:6.1f} s  {g.reason}",
+                      flush=True)
+
+            grade_folder(args.submissions, zip_path, out, jobs=args.jobs, roster=args.roster,
+                         unsafe=args.unsafe, limits=limits, on_grade=show)
+            with open(out / "skipped.csv", newline="", encoding="utf-8") as f:
+                for path, why in list(csv.reader(f))[1:]:
+                    print(f"skipped: {path} ({why})")
+            print(f"wrote {out / 'grades.csv'}, {out / 'skipped.csv'} and {out / 'feedback'}/")
             return 0
         if args.command == "selfcheck":
             _, ok = selfcheck(args.notebooks, cell_timeout=args.cell_timeout)

@@ -1,21 +1,18 @@
 """Tests of course_lib.grading: student versions and autograding with Otter-Grader.
 
-The fixture master (tests/fixtures/grading/grading_fixture.ipynb, NumPy only) and the
-misbehaving submissions built from it (make_submissions.py) keep these tests to a couple
-of minutes. The real notebooks get the cheap checks here (format, points, student
-version without solutions or hidden tests, the master's code up to the first exercise);
+The fixture master (tests/fixtures/grading/grading_fixture.ipynb, NumPy only) keeps these
+tests fast; grading a folder of (misbehaving, hostile) submissions built from it is
+tests/test_grading_sandbox.py. The real notebooks get the cheap checks here (format,
+points, student version without solutions or hidden tests, the master's code up to the
+first exercise);
 grading every real master and student version in full, which also shows that the student
 version runs up to its first exercise, is `python -m course_lib.grading selfcheck`
 (minutes per notebook).
 """
 
-import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -28,12 +25,7 @@ MASTER = FIXTURES / "grading_fixture.ipynb"
 SUBMISSIONS = FIXTURES / "submissions"
 NOTEBOOKS = sorted(grading.NOTEBOOKS_DIR.glob("[0-9]*.ipynb"))
 
-sys.path.insert(0, str(FIXTURES))
-from make_submissions import EXPECTED  # noqa: E402
-
-# Grading limits for the fixture folder: generous for a NumPy notebook on a loaded
-# machine, short enough that the two endless submissions cost ~2.5 minutes at most.
-CELL_TIMEOUT, TIMEOUT, JOBS = 30, 120, 3
+CELL_TIMEOUT = 30  # seconds per cell for the selfcheck of the fixture: generous on a loaded machine
 
 
 @pytest.fixture(scope="module")
@@ -176,104 +168,7 @@ def test_student_can_check_answers_in_a_renamed_copy(tmp_path):
 
 
 # ----------------------------------------------------------------- grading
-
-
-@pytest.fixture(scope="module")
-def graded(fixture_dist, tmp_path_factory):
-    out = tmp_path_factory.mktemp("grades")
-    start = time.monotonic()
-    grades = grading.grade_folder(SUBMISSIONS, fixture_dist.autograder, out,
-                                  cell_timeout=CELL_TIMEOUT, timeout=TIMEOUT, jobs=JOBS)
-    return grades, out, time.monotonic() - start
-
-
-def test_grading_gives_each_submission_its_expected_row(graded):
-    grades, _, _ = graded
-    by_student = {g.student: g for g in grades}
-    assert sorted(by_student) == sorted(EXPECTED)
-    for student, (points, words) in EXPECTED.items():
-        g = by_student[student]
-        assert g.points == points, (student, g.points, g.reason)
-        for word in words:
-            assert word in g.reason, (student, g.reason)
-    incomplete = {"ignores_interrupt", "kernel_exit", "wrong_assignment", "not_json", "essay"}
-    assert {s for s, g in by_student.items() if not g.complete} == incomplete
-    assert by_student["full_marks"].total == 6 and by_student["full_marks"].reason == ""
-    assert by_student["network"].reason == ""  # the guard worked inside the kernel (its cell asserts it)
-    assert by_student["untouched"].total == 0 and "grading" not in by_student["untouched"].reason
-    assert by_student["untouched"].errors_before_first_exercise == 0
-    assert by_student["crash"].errors_before_first_exercise == 0  # its error comes after exercise 1
-
-
-def test_grading_finishes_within_the_limits(graded):
-    grades, _, elapsed = graded
-    assert all(g.seconds <= TIMEOUT + 15 for g in grades), [(g.student, g.seconds) for g in grades]
-    # every slot of the pool runs its submissions one after another, each within TIMEOUT
-    assert elapsed <= -(-len(grades) // JOBS) * (TIMEOUT + 15)
-
-
-def test_grades_csv_and_feedback_files(graded):
-    grades, out, _ = graded
-    with open(out / "grades.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["student", "q1_standardize", "q2_threshold", "q3_iou", "total", "possible", "reason"]
-    assert len(rows) == len(EXPECTED)
-    for row in rows:
-        points = EXPECTED[row["student"]][0]
-        assert [float(row[q]) for q in points] == list(points.values())
-        assert float(row["total"]) == sum(points.values()) and row["possible"] == "6"
-    feedback = (out / "feedback" / "edited_tests.md").read_text()
-    assert "Total: 3 / 6 points" in feedback and "hidden test(s) failed" in feedback
-    assert "test_standardize_values" not in feedback  # hidden tests stay hidden
-    assert "not a notebook" in (out / "feedback" / "essay.md").read_text()
-
-
-def test_network_guard_allows_loopback_only(tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(grading.NETWORK_GUARD)
-    probe = (
-        "import socket\n"
-        "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen()\n"
-        "socket.create_connection(srv.getsockname(), timeout=5).close()\n"
-        "for target in [('10.255.255.1', 80), ('93.184.215.14', 443)]:\n"
-        "    try:\n"
-        "        socket.create_connection(target, timeout=5)\n"
-        "    except OSError as e:\n"
-        "        assert 'disabled while grading' in str(e), e\n"
-        "    else:\n"
-        "        raise SystemExit('connected to ' + str(target))\n"
-        "try:\n"
-        "    socket.getaddrinfo('example.com', 80)\n"
-        "except OSError as e:\n"
-        "    assert 'disabled while grading' in str(e), e\n"
-        "else:\n"
-        "    raise SystemExit('resolved a name')\n"
-        "print('guard ok')\n"
-    )
-    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0 and "guard ok" in run.stdout, run.stdout + run.stderr
-
-
-def test_grading_input_errors(tmp_path, fixture_dist):
-    with pytest.raises(ValueError, match="not a folder"):
-        grading.submissions_in(tmp_path / "missing")
-    with pytest.raises(ValueError, match="no submissions"):
-        grading.submissions_in(tmp_path)
-    with pytest.raises(ValueError, match="no autograder"):
-        grading.resolve_autograder("99_missing", dist=tmp_path)
-    assert grading.resolve_autograder("grading_fixture", dist=fixture_dist.autograder.parent.parent) == fixture_dist.autograder
-    with pytest.raises(ValueError, match="jobs must be"):
-        grading.grade_folder(SUBMISSIONS, fixture_dist.autograder, tmp_path, jobs=0)
-    with pytest.raises(ValueError, match="not a notebook file"):
-        grading.master_notebooks([tmp_path / "x.txt"])
-
-
-def test_submissions_in_reads_files_and_student_folders(tmp_path):
-    (tmp_path / "alice.ipynb").write_text("{}")
-    (tmp_path / "bob").mkdir()
-    (tmp_path / "bob" / "01_anything.ipynb").write_text("{}")
-    (tmp_path / ".DS_Store").write_text("")
-    assert [s for s, _ in grading.submissions_in(tmp_path)] == ["alice", "bob"]
+# Grading a folder (the sandbox, the hostile submissions, the CSV) is tests/test_grading_sandbox.py.
 
 
 # ----------------------------------------------------------------- the real notebooks

@@ -86,17 +86,18 @@ def normalizations_photo():
     photos = _photos(96)
     cat = photos[data.PHOTOS.index("chelsea")][None]
     panels = {"original": cat[0]}
-    for name, norm in (("mean image (AlexNet)", preprocessing.MeanImage()),
-                       ("per-channel mean (VGG)", preprocessing.ChannelMean()),
-                       ("per-channel mean, std (ResNet)", preprocessing.ChannelStandardizer())):
+    for name, norm in (("mean image\n(AlexNet)", preprocessing.MeanImage()),
+                       ("channel mean\n(VGG)", preprocessing.ChannelMean()),
+                       ("mean and std\n(ResNet)", preprocessing.ChannelStandardizer())):
         panels[name] = norm.fit(photos).transform(cat)[0]
-    fig, axes = plt.subplots(1, 4, figsize=(11, 3.1))
+    fig, axes = plt.subplots(1, 4, figsize=(12, 4))
     for k, (ax, (name, img)) in enumerate(zip(axes, panels.items())):
         # the same display mapping for every panel of a kind: 0 shown as mid-grey
         ax.imshow(img if k == 0 else np.clip(0.5 + img / (4.0 if k == 3 else 1.0), 0, 1))
-        ax.set_title(f"{name}\nrange [{img.min():.2f}, {img.max():.2f}]", fontsize=9)
-        ax.axis("off")
-    fig.suptitle("statistics fitted on the 6 course photos; 0 shown as grey (std panel: 0.5 + x/4)", fontsize=10)
+        ax.set_title(name)
+        ax.set_xlabel(f"[{img.min():.2f}, {img.max():.2f}]")
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     return fig
 
@@ -136,14 +137,13 @@ def bn_histograms():
     x = np.stack([rng.gamma(2.0, 3.0, 256) + 5, rng.normal(-4, 0.5, 256)], -1)
     y, _ = batchnorm.batchnorm_forward(x, gamma=np.ones(2), beta=np.zeros(2))
     y2, _ = batchnorm.batchnorm_forward(x, gamma=np.array([2.0, 0.5]), beta=np.array([1.0, -1.0]))
-    fig, axes = plt.subplots(1, 3, figsize=(11, 2.9), sharey=True)
-    for ax, vals, title in zip(axes, (x, y, y2), ("input: two channels, batch of 256",
-                                                   r"normalized $\hat x$ (mean 0, var 1)",
-                                                   r"$\gamma \hat x + \beta$ ($\gamma$=2, 0.5; $\beta$=1, -1)")):
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    for ax, vals, title in zip(axes, (x, y, y2), ("input (batch of 256)", r"normalized $\hat x$",
+                                                   r"$\gamma \hat x + \beta$")):
         ax.hist(vals[:, 0], 30, alpha=0.6, label="channel 1")
         ax.hist(vals[:, 1], 30, alpha=0.6, label="channel 2")
-        ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
+        ax.set_title(title)
+    axes[0].legend()
     fig.tight_layout()
     return fig
 
@@ -686,8 +686,8 @@ def beyond_gradcam():
     occ = explain.occlusion(model, imgs, patch=8, stride=4)
     fig, axes = plt.subplots(3, 5, figsize=(11, 6.6))
     for i in range(3):
-        panels = [("image", imgs[i]), ("saliency |dS/dx|", explain.normalize(np.abs(sal[i]).max(-1)[None])[0]),
-                  ("guided backprop", _shown(gb[i])), ("guided Grad-CAM", _shown(ggc[i])),
+        panels = [("image", imgs[i]), ("saliency", explain.normalize(np.abs(sal[i]).max(-1)[None])[0]),
+                  ("guided\nbackprop", _shown(gb[i])), ("guided\nGrad-CAM", _shown(ggc[i])),
                   ("occlusion", explain.overlay(imgs[i], occ[i], alpha=0.55))]
         for ax, (name, panel) in zip(axes[i], panels):
             ax.imshow(panel, cmap="gray" if np.ndim(panel) == 2 else None)
@@ -725,14 +725,14 @@ def fixmatch_views():
     weak = semi_supervised.weak_augmentation(flip=False, seed=0)(d.images, training=True)
     strong = semi_supervised.strong_augmentation(flip=False, seed=0)(d.images, training=True)
     fig, axes = plt.subplots(3, 6, figsize=(9, 4.7))
-    for r, (name, imgs) in enumerate((("original", d.images), ("weak: shift", np.asarray(weak)),
-                                      ("strong: shift, rotate,\nzoom, contrast, cutout", np.asarray(strong)))):
+    for r, (name, imgs) in enumerate((("original", d.images), ("weak", np.asarray(weak)),
+                                      ("strong", np.asarray(strong)))):
         for i in range(6):
             axes[r, i].imshow(np.clip(imgs[i], 0, 1))
             axes[r, i].set_xticks([])
             axes[r, i].set_yticks([])
-        axes[r, 0].set_ylabel(name, fontsize=9)
-    fig.suptitle("the pseudo-label comes from the weak view; the loss is taken on the strong one", fontsize=10)
+        axes[r, 0].set_ylabel(name)
+    fig.suptitle("weak: shift; strong: shift, rotation, zoom, contrast, cutout")
     fig.tight_layout()
     return fig
 
@@ -931,14 +931,14 @@ def mixup_examples():
     (xtr, ytr), _, _ = _cached("digits_split", _digits_split)
     a, b = xtr[:1], xtr[1:2]
     onehot = np.eye(10, dtype=np.float32)[ytr[:2]]
-    fig, axes = plt.subplots(1, 5, figsize=(10, 2.8))
+    fig, axes = plt.subplots(1, 5, figsize=(12, 3.4))
     for ax, lam in zip(axes, (1.0, 0.8, 0.5, 0.2, 0.0)):
         x, y = training.mixup_batch(np.concatenate([a, b]), onehot, np.array([lam, lam]), np.array([1, 0]))
         ax.imshow(np.asarray(x)[0, ..., 0], cmap="gray")
         ax.set_xticks([])
         ax.set_yticks([])
         top = np.argsort(-np.asarray(y)[0])[:2]
-        ax.set_title(f"λ={lam}: " + ", ".join(f"{np.asarray(y)[0, k]:.1f}·'{k}'" for k in top if np.asarray(y)[0, k] > 0))
+        ax.set_title(f"λ = {lam}\n" + " + ".join(f"{np.asarray(y)[0, k]:.1f}·'{k}'" for k in top if np.asarray(y)[0, k] > 0))
     fig.tight_layout()
     return fig
 

@@ -969,3 +969,30 @@ def faithfulness_rows():
     """Table rows: our GAP CNN's faithfulness numbers, computed at build time (true class, 20 test images)."""
     return "\n".join(f"| ours: {name}, GAP CNN, {N_FAITHFULNESS} digits | {ad:.1f} | {ic:.1f} | {dl:.3f} | {ins:.3f} |"
                      for name, (ad, ic, dl, ins) in _cached("faithfulness", _faithfulness).items())
+
+
+def _card(name: str) -> dict:
+    from course_lib import zoo
+
+    return zoo.card(name)
+
+
+def digits_cards():
+    """Text: the zoo cards' test accuracy of notebook 03's two digit models (read at build time)."""
+    r, m = _card("resnet_digits"), _card("mobilenet_v2_digits")
+    return (f"ResNet-8 {r['test']['accuracy']:.1%} after {r['epochs']} epochs, MobileNetV2 (width 0.5) "
+            f"{m['test']['accuracy']:.1%} after {m['epochs']} epochs, test accuracy")
+
+
+def resnet_card():
+    """Text: the zoo card of notebook 04's ResNet-8."""
+    r = _card("resnet_digits")
+    return f"test accuracy {r['test']['accuracy']:.1%} (card)"
+
+
+def multitask_rows():
+    """Table rows: the test scores on the zoo card of notebook 05's multitask model."""
+    t = _card("multitask")["test"]
+    names = {"accuracy": "class accuracy", "mean_iou": "mean IoU", "iou50": "boxes with IoU >= 0.5",
+             "correct_and_iou50": "right class and IoU >= 0.5"}
+    return "\n".join(f"| {names.get(k, k)} | {v:.3f} |" for k, v in t.items())

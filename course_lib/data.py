@@ -146,8 +146,10 @@ class ClutteredDigits:
 def _digit_pools():
     """Fixed, disjoint, stratified pools of source digits: 60% train, 20% val, 20% test.
 
-    Keeping the pools apart means no handwritten digit appears in two subsets, so
-    test accuracy measures generalisation to new writers' digits.
+    Keeping the pools apart means no digit image appears in two subsets, so test
+    accuracy measures generalisation to digit images the model has not seen. It is not a
+    split by writer: scikit-learn's digits (the test part of UCI optdigits, 13 writers)
+    record no writer per image, so one person's handwriting may appear in every pool.
     """
     from sklearn.model_selection import train_test_split
 

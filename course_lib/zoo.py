@@ -73,7 +73,7 @@ SPECS = {
     "multitask": dict(
         about="CoordConv backbone (16-32-64-64) with a class head and a sigmoid box head, alpha = 0.5",
         used_in="notebook 05 (its backbone warm-starts the alpha sweep)", build=("multitask", {"alpha": 0.5}),
-        data=_DIGITS_48_LARGE, epochs=10, batch_size=64, learning_rate=2e-3, task="localize"),
+        data=_DIGITS_48_LARGE, epochs=24, batch_size=64, learning_rate=2e-3, task="localize"),
 }
 
 

@@ -452,12 +452,14 @@ def _bwrap_argv(limits: Limits, bwrap: str) -> list[str]:
     for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime",
                  "nsswitch.conf", "passwd", "group", "mime.types"):
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    for source, dest in shared:
-        argv += ["--ro-bind", str(source), str(dest)]
     size = ["--size", str(int(limits.tmp_size))] if "--size" in flags else []
     argv += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-             *size, "--tmpfs", "/tmp", "--dir", "/tmp/work", "--dir", "/tmp/home", "--chdir", "/tmp/work",
-             "--remount-ro", "/", "--"]
+             *size, "--tmpfs", "/tmp", "--dir", "/tmp/work", "--dir", "/tmp/home"]
+    # Python and course_lib after the private /tmp: a virtual environment under /tmp (a fresh clone's
+    # venv, a CI runner's) would otherwise be hidden by the empty tmpfs.
+    for source, dest in shared:
+        argv += ["--ro-bind", str(source), str(dest)]
+    argv += ["--chdir", "/tmp/work", "--remount-ro", "/", "--"]
     return argv
 
 

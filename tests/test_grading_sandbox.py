@@ -491,3 +491,15 @@ def test_autograder_zip_passes_otters_own_grading(fixture_dist):
 
     results = grade_submission(str(fixture_dist.autograder_notebook), str(fixture_dist.autograder), quiet=True)
     assert (results.total, results.possible) == (6, 6), results.summary()
+
+
+def test_python_under_tmp_stays_visible_after_the_private_tmp(monkeypatch):
+    """A fresh clone's virtual environment may live under /tmp (CI runners, newcomer checks): its bind
+    must come after the sandbox's empty /tmp, or the sandbox cannot find Python at all."""
+    venv = Path("/tmp/some-clone/.venv")
+    monkeypatch.setattr(sandbox, "shared_paths", lambda: [venv, Path("/opt/python")])
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # the plain bwrap command line, without root's staging
+    argv = sandbox._bwrap_argv(sandbox.Limits(), "bwrap")
+    tmpfs_tmp = next(i for i in range(len(argv) - 1) if argv[i] == "--tmpfs" and argv[i + 1] == "/tmp")
+    binds = [i for i in range(len(argv) - 2) if argv[i] == "--ro-bind" and argv[i + 2] == str(venv)]
+    assert binds and all(i > tmpfs_tmp for i in binds), "the venv under /tmp must be bound after --tmpfs /tmp"

@@ -33,7 +33,7 @@ import pytest  # noqa: E402
 
 PACKAGE = ROOT / "course_lib"
 EXPLAIN_MODULES = ["explain.cam", "explain.gradients", "explain.perturbation", "explain.wsol", "explain.features",
-                   "explain.faithfulness", "explain.display", "explain._interpreter"]
+                   "explain.faithfulness", "explain.display", "explain._interpreter", "explain.perception"]
 # The other modules' public functions that course_lib.explain calls.
 RELIED_ON = [("localization", "box_iou"), ("models", "walk_layers"), ("validation", "check_images"),
              ("validation", "check_positive_int"), ("validation", "class_ids")]

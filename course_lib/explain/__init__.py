@@ -21,6 +21,8 @@ One module per family, each importable from here under the names the notebooks u
   :func:`max_activating_patches`, :func:`activation_maximization`.
 - ``faithfulness`` (notebook 09): :func:`average_drop`, :func:`increase_in_confidence`,
   :func:`deletion_insertion`, :func:`sanity_check` (Adebayo et al. 2018).
+- ``perception`` (notebook 07): :func:`perception_visualization` (Giulivi et al. 2021): a
+  decoder's reconstruction of the latent representation, weighted by Grad-CAM.
 - ``display``: :func:`normalize`, :func:`overlay`, :func:`resize_maps`.
 
 Conventions: images are float32 in [0, 1], (N, H, W, C); models output logits (a final
@@ -43,6 +45,7 @@ from .faithfulness import (average_drop, curve_auc, deletion_insertion, drop_and
 from .features import (activation_maximization, ascent_step, feature_map_layers, find_layer, layer_activations,
                        max_activating_patches, receptive_field, receptive_field_size, top_images)
 from .gradients import guided_backprop, guided_grad_cam, saliency
+from .perception import perception_visualization
 from .perturbation import occlusion, rise, rise_estimate, rise_masks
 from .wsol import box_accuracy_by_threshold, box_iou, box_mass_share, cam_to_box, localization_accuracy, map_to_box
 
@@ -53,7 +56,7 @@ __all__ = [
     "layer_activations", "receptive_field", "max_activating_patches", "activation_maximization",
     "smooth_grad_cam_plus_plus", "rise_masks", "rise", "warp_matrix", "augmented_grad_cam",
     "explanation_confidence", "average_drop", "increase_in_confidence", "curve_auc", "deletion_insertion",
-    "randomized_copy", "sanity_check",
+    "randomized_copy", "sanity_check", "perception_visualization",
     # the references of notebooks 07-09's exercises (course_lib.exercises falls back on them)
     "cam_weighted_sum", "grad_cam_map", "map_to_box", "receptive_field_size", "top_images", "ascent_step",
     "rise_estimate", "drop_and_increase", "anisotropic_tv",

@@ -34,3 +34,59 @@ def pytest_terminal_summary(terminalreporter):
             json.dump(_seconds, f, indent=1)
     except OSError:
         pass
+
+
+# ------------------------------------------------------------------------------------------------
+# The course website (course_lib.website) shows each notebook as this run executed it, so that
+# building the site never executes a notebook a second time: every student version that nbval ran
+# to the end without an error is kept, with its outputs, in the website's cache.
+
+_executed = {}
+
+
+def _record_cell(item, report):
+    cell = getattr(item, "cell", None)
+    if cell is None or not hasattr(item, "test_outputs") or not str(item.fspath).endswith(".ipynb"):
+        return
+    record = _executed.setdefault(str(item.fspath), {"nb": item.parent.nb, "ok": True, "ran": 0})
+    if not report.passed or item.test_outputs is None:
+        record["ok"] = False
+        return
+    record["ran"] += 1
+    cell.execution_count = record["ran"]
+    outputs = []
+    for out in item.test_outputs:
+        out = dict(out)
+        if out.get("output_type") == "execute_result":
+            out["execution_count"] = record["ran"]
+        outputs.append(out)
+    cell.outputs = outputs
+
+
+def pytest_runtest_makereport(item, call):
+    if call.when == "call" and str(item.fspath).endswith(".ipynb"):
+        from _pytest.runner import TestReport
+
+        _record_cell(item, TestReport.from_item_and_call(item, call))
+
+
+def pytest_runtest_teardown(item, nextitem):
+    path = str(item.fspath)
+    if not path.endswith(".ipynb") or (nextitem is not None and str(nextitem.fspath) == path):
+        return
+    record = _executed.pop(path, None)
+    code_cells = sum(c.cell_type == "code" for c in record["nb"].cells) if record else -1
+    if record and record["ok"] and record["ran"] == code_cells and os.path.basename(os.path.dirname(path)) == "student":
+        try:
+            import nbformat
+
+            from course_lib import website
+
+            website.store_executed(path, nbformat.from_dict(record["nb"]))
+        except Exception as err:  # the site can still execute the notebook itself
+            print(f"\nconftest: could not keep the executed {path} for the website: {err}")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The website test goes last, after the notebooks it shows have run."""
+    items.sort(key=lambda it: os.path.basename(str(it.fspath)) == "test_website.py")

@@ -114,7 +114,7 @@ def numerical_gradient(f, x, h: float = 1e-5):
 
 
 def relative_error(a, b) -> float:
-    """max |a - b| / max(|a| + |b|, tiny): the usual score of a gradient check (below 1e-6 passes)."""
+    """``max |a - b| / max(|a| + |b|, tiny)``: the usual score of a gradient check (below 1e-6 passes)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), 1e-12)))
 

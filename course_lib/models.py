@@ -286,6 +286,7 @@ def inverted_residual_block(x, expansion: int, filters: int, stride: int, alpha:
     3. Projection: a 1x1 convolution to ``make_divisible(alpha * filters)`` channels and
        BN with **no** activation: the *linear bottleneck* (ReLU on a thin tensor loses
        information, the paper's Section 3.2).
+
     The residual connection joins the thin ends (an *inverted* residual) when the
     stride is 1 and the channels match. Names follow ``keras.applications``. Notebook 03.
     """
@@ -465,6 +466,7 @@ def layer_flops(layer) -> int:
     * DepthwiseConv2D: H_out * W_out * k_h * k_w * C_in * depth_multiplier.
     * SeparableConv2D: its depthwise part plus a 1x1 pointwise part.
     * Dense: (units of every position) * C_in * units.
+
     Everything else (BN, activations, pooling, additions, biases) counts 0, as in the
     FLOPs column of He et al. (2016), Table 1. Used by :func:`count_flops`.
     """
@@ -500,6 +502,8 @@ def walk_layers(model, nested_models: bool = True):
     layer : keras.layers.Layer
         In ``model.layers`` order, each nested model's layers right after it (or in its place).
 
+    Notes
+    -----
     The one walker over nested layers of course_lib: :func:`count_flops`,
     ``training.unfreeze_top`` and ``course_lib.explain`` use it. Notebooks 03, 04, 07-09.
     """

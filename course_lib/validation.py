@@ -40,6 +40,8 @@ def check_images(images, name: str = "images", channels: int | None = None) -> n
         floating point (with the 1/255 fix), outside [0, 1], containing NaN or Inf, or
         with another number of channels than ``channels``.
 
+    Notes
+    -----
     Used by every course_lib module that takes images (notebooks 01-11).
     """
     arr = np.asarray(images)
@@ -84,6 +86,8 @@ def check_positive_int(value, name: str) -> int:
     ValueError
         ``value`` is not an integer, is a bool, or is <= 0.
 
+    Notes
+    -----
     Used across course_lib (sizes, counts, steps) in notebooks 01-11.
     """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
@@ -118,6 +122,8 @@ def class_ids(labels, num_classes: int | None = None, name: str = "labels") -> n
         K != num_classes; float ids; ids outside [0, num_classes); any other shape
         (for example (N, H, W)), named in the message.
 
+    Notes
+    -----
     Used by the training, metrics, localization and explain helpers (notebooks 01-11).
     """
     arr = np.asarray(labels)

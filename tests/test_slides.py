@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "slides"))
 import build  # noqa: E402  (slides/build.py; needs markdown, installed by requirements.txt)
 
+from course_lib import website  # noqa: E402
+
 SOURCES = sorted((ROOT / "slides" / "src").glob("*.md"))
 MIN_SLIDES, MAX_SLIDES = 25, 40  # a 60-90 minute lecture
 NOTES_SHARE = 0.8  # content slides (with a ## heading) that carry speaker notes
@@ -35,10 +37,15 @@ def sections(html: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("decks")
-    cache = {}
-    return {src.stem: build.build_deck(src, out, cache) for src in SOURCES}
+def built():
+    """Every deck, built by slides/build.py's build_deck, once for these tests and the website.
+
+    course_lib.website keeps the built decks in its cache under a key of their sources,
+    slides/build.py, slides/figures.py and course_lib, so the site shows exactly the decks
+    checked here and the test command builds them once.
+    """
+    folder = website.built_decks(build.build_deck)
+    return {src.stem: folder / f"{src.stem}.html" for src in SOURCES}
 
 
 # ---------------------------------------------------------------------------------------- coverage

@@ -42,6 +42,8 @@ def keras_history(tensor):
     history : (operation, node index, tensor index), or None
         None for a plain tensor or any object without a history.
 
+    Notes
+    -----
     Reads private Keras API (tested at the declared Keras floor). Used by the interpreter
     and ``course_lib.batchnorm``.
     """
@@ -60,6 +62,8 @@ def producer_layer(tensor):
     op : keras.Operation or None
         None for a model input or a plain tensor.
 
+    Notes
+    -----
     Used by ``course_lib.batchnorm`` (folding) and for naming a model's outputs.
     """
     history = keras_history(tensor)
@@ -80,6 +84,8 @@ def input_tensors(op, node_index=0) -> list:
     tensors : list of KerasTensor
         [] when ``op`` was never called that many times.
 
+    Notes
+    -----
     Used by the interpreter and ``course_lib.batchnorm``.
     """
     nodes = getattr(op, "_inbound_nodes", None) or []
@@ -134,6 +140,8 @@ def run_through_graph(model, x, operation_fn):
     outputs : tensor or nested structure of tensors
         In the structure of the model's outputs.
 
+    Notes
+    -----
     Keras' private ``Functional._run_through_graph``; the interpreter's forward pass.
     """
     return model._run_through_graph(x, operation_fn=operation_fn)

@@ -661,7 +661,7 @@ def grad_cam_map(features, gradients) -> np.ndarray:
 
 
 def anisotropic_tv(h) -> float:
-    """Anisotropic total variation sum |vertical differences| + sum |horizontal differences| of a map.
+    """Anisotropic total variation ``sum |vertical differences| + sum |horizontal differences|`` of a map.
 
     Parameters
     ----------

@@ -22,6 +22,8 @@ def resize_maps(maps, size):
     resized : float32 tensor of shape (N, H, W) or (N, H, W, C)
         A backend tensor (``np.asarray`` makes it NumPy); works inside ``tf.function``.
 
+    Notes
+    -----
     ``keras.ops.image.resize(..., interpolation="bilinear")``, which on TensorFlow is
     ``tf.image.resize(method="bilinear")``. Used for every upsampled CAM, RISE's masks,
     :func:`overlay` and the faithfulness metrics (notebooks 07-09 through them).
@@ -44,13 +46,15 @@ def normalize(maps):
     Returns
     -------
     normalized : float32 ndarray of the shape of ``maps``, values in [0, 1]
-        (m - min m) / (max m - min m), per map; a constant map becomes zeros (never NaN).
+        Each map m becomes (m - min m) / (max m - min m); a constant map becomes zeros (never NaN).
 
     Raises
     ------
     ValueError
         ``maps`` with fewer than 2 axes; ``maps`` containing NaN or Inf.
 
+    Notes
+    -----
     Used in notebooks 07 and 09, and by :func:`overlay` and :func:`explanation_confidence`.
     """
     maps = np.asarray(maps, dtype=np.float32)
@@ -92,6 +96,8 @@ def overlay(image, heatmap, alpha=0.5, cmap="jet"):
         ``image`` not one (H, W, C) float image in [0, 1]; ``heatmap`` not 2-D or not
         finite; ``alpha`` outside [0, 1]; ``cmap`` not a matplotlib colormap.
 
+    Notes
+    -----
     Display only (no paper). Used in notebook 11 and by ``viz.show_images`` (notebooks 07-09).
     """
     import matplotlib

@@ -37,6 +37,8 @@ def feature_map_layers(model, images) -> list:
     ValueError
         As :func:`layer_activations` (model, ``images``).
 
+    Notes
+    -----
     Not used in a notebook; a helper for choosing ``layer=``.
     """
     graph = _graph(model, check_images(images), scores=False)
@@ -61,6 +63,8 @@ def find_layer(model, name):
     ValueError
         No layer called ``name``; the message lists the layer names.
 
+    Notes
+    -----
     Used in notebook 08.
     """
     for layer in _all_layers(model):
@@ -132,6 +136,8 @@ def layer_activations(model, images, layer: str, batch_size: int = 256) -> np.nd
         float in [0, 1], or of another size than the model's input; ``layer`` unknown or not
         4-D (the message lists the candidates); ``batch_size`` < 1.
 
+    Notes
+    -----
     Used in notebooks 07 and 08.
     """
     images = check_images(images)

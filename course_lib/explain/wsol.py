@@ -88,7 +88,7 @@ def box_iou(a, b):
 
     References
     ----------
-    The Jaccard index |A n B| / |A u B| of two boxes, the overlap criterion of PASCAL VOC
+    The Jaccard index ``|A n B| / |A u B|`` of two boxes, the overlap criterion of PASCAL VOC
     (Everingham et al., IJCV 2010, the detection criterion). The NumPy face of
     ``course_lib.localization.box_iou`` (one IoU for the course), computed in float64. Used
     in notebooks 07 and 09 and by :func:`localization_accuracy`.
@@ -120,6 +120,8 @@ def box_mass_share(maps, boxes):
     ValueError
         ``maps`` not 3-D, or ``boxes`` not (N, 4) with one box per map.
 
+    Notes
+    -----
     A course measure (no paper): does the model look at the digit or at a cue? Used in
     notebooks 07 and 11.
     """

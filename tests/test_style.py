@@ -37,8 +37,10 @@ EXPLAIN_MODULES = ["explain.cam", "explain.gradients", "explain.perturbation", "
 # The other modules' public functions that course_lib.explain calls.
 RELIED_ON = [("localization", "box_iou"), ("models", "walk_layers"), ("validation", "check_images"),
              ("validation", "check_positive_int"), ("validation", "class_ids")]
+# Modules outside explain held to the same format: every public top-level function and class.
+OTHER_MODULES = ["adversarial"]
 # Every module whose functions the raise analysis follows (calls into other modules count as not raising).
-FOLLOWED = EXPLAIN_MODULES + ["validation", "localization", "models"]
+FOLLOWED = EXPLAIN_MODULES + OTHER_MODULES + ["validation", "localization", "models"]
 
 
 def _tree(module):
@@ -95,8 +97,8 @@ def _raising():
 
 
 def _documented():
-    """(module, node) of every public top-level function and class of course_lib.explain, and RELIED_ON."""
-    out = [(module, node) for module in EXPLAIN_MODULES for node in _tree(module).body
+    """(module, node) of every public top-level function and class of course_lib.explain and OTHER_MODULES, and RELIED_ON."""
+    out = [(module, node) for module in EXPLAIN_MODULES + OTHER_MODULES for node in _tree(module).body
            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")]
     for module, name in RELIED_ON:
         out += [(module, node) for node in _tree(module).body

@@ -773,7 +773,7 @@ def top_confusions(cm, k: int = 3) -> list:
     """The k largest off-diagonal cells of a confusion matrix as (true, predicted, count).
 
     Largest count first, ties by (true, predicted); cells with count 0 are left out.
-    Notebook 11 (exercise 2); notebook 06 prints it after its reading exercise.
+    Notebook 11 (exercise 3); notebook 06 prints it after its reading exercise.
     """
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:

@@ -839,7 +839,7 @@ def class_weights(labels, num_classes: int) -> dict:
     """Balanced class weights {k: n / (K n_k)} for ``model.fit(class_weight=...)``.
 
     scikit-learn's ``compute_class_weight("balanced")`` (King & Zeng 2001): a class
-    seen half as often weighs twice as much. Every class must occur. Notebook 11, exercise 1.
+    seen half as often weighs twice as much. Every class must occur. Notebook 11, exercise 2.
     """
     num_classes = check_positive_int(num_classes, "num_classes")
     labels = class_ids(labels, num_classes)  # (N,), (N, 1) or one-hot
@@ -859,7 +859,7 @@ def should_commit(path) -> bool:
 
     False inside :data:`IGNORED_DIRS` (data and what training writes: checkpoints,
     logs, caches) and for saved models (:data:`IGNORED_SUFFIXES`); code, notebooks and
-    small results are committed. Notebook 11, exercise 3.
+    small results are committed. Notebook 11, exercise 5.
     """
     parts = str(path).split("/")
     if any(part in IGNORED_DIRS for part in parts[:-1]):

@@ -65,11 +65,12 @@ SHRINK = {
               "assert all(m.shape == (4, 96, 96) for m in photo_maps.values())",
     ),
     "08_visualizing_cnns": dict(
-        set="N_TRAIN = 40; N_VAL = 20; EPOCHS = 1; AM_STEPS = 2\n"
+        set="N_TRAIN = 40; N_VAL = 20; EPOCHS = 1; AM_STEPS = 2; N_ADV_TRAIN = 40; ADV_EPOCHS = 1\n"
             "IMAGENET_ALPHA, IMAGENET_SIZE = 0.35, 96; IMAGENET_AM_STEPS = 2",
         check="assert RETRAIN and len(history['loss']) == 1  # the gpu profile trains here, not from the zoo\n"
               "assert imagenet_filters.shape == (3, 3, 3, 16)  # section 6: Conv1 of the cached MobileNetV2 (alpha 0.35)\n"
-              "assert am_image.shape == (96, 96, 3) and len(am_scores) == 2",
+              "assert am_image.shape == (96, 96, 3) and len(am_scores) == 2\n"
+              "assert len(adv_history['val_adv_accuracy']) == 1 and robust_acc.shape == attack_acc.shape == (len(EPSILONS),)",
     ),
     "09_beyond_gradcam": dict(
         set="N_TRAIN = 40; N_VAL = N_TEST = 20; N_EVAL = 4; EPOCHS = 1; N_GAIN = 40; GAIN_EPOCHS = 1\n"

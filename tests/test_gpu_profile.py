@@ -59,9 +59,12 @@ SHRINK = {
     ),
     "07_cam_and_gradcam": dict(
         set="N_TRAIN = 40; N_VAL = N_TEST = 20; N_TWO = 10; N_HANS_TRAIN = 40; EPOCHS = EPOCHS_HANS = 1\n"
+            "N_DECODER = 40; DECODER_EPOCHS = 1\n"
             "IMAGENET_ALPHA, IMAGENET_SIZE = 0.35, 96",
         check="assert RETRAIN and len(history['loss']) == 1  # the gpu profile trains here, not from the zoo\n"
-              "assert imagenet_model.output_shape == (None, 1000)  # section 14: the with-top weights came from the cache\n"
+              "assert len(decoder_history['loss']) == 1 and DECODER_WIDTH == 64  # section 13: the gpu decoder\n"
+              "assert decoder.output_shape == (None, IMAGE_SIZE, IMAGE_SIZE, 3)\n"
+              "assert imagenet_model.output_shape == (None, 1000)  # section 15: the with-top weights came from the cache\n"
               "assert all(m.shape == (4, 96, 96) for m in photo_maps.values())",
     ),
     "08_visualizing_cnns": dict(

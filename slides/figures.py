@@ -908,6 +908,77 @@ def class_am():
     return fig
 
 
+#: Notebook 08, section 7: its parameters EPSILONS and ADV_EPS (tests/test_slides.py checks they agree).
+FGSM_EPSILONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+FGSM_EPS = 0.02
+
+
+def _fgsm():
+    """FGSM on notebook 08's network and test split, as the lab measures it (course_lib.adversarial)."""
+    from course_lib import adversarial
+
+    g = _cached("small_cnn", _small_cnn)
+    model, test = g["model"], g["test"]
+    accuracy = adversarial.accuracy_under_attack(model, test.images, test.labels, FGSM_EPSILONS)
+    x_adv = adversarial.fgsm(model, test.images, test.labels, FGSM_EPS)
+    signs = np.random.default_rng(0).choice([-1.0, 1.0], size=test.images.shape)  # the lab's control
+    noisy = np.clip(test.images + FGSM_EPS * signs, 0, 1).astype("float32")
+    noise = float((model.predict(noisy, verbose=0).argmax(-1) == test.labels).mean())
+    return {"model": model, "test": test, "accuracy": accuracy, "x_adv": x_adv, "noise": noise}
+
+
+def fgsm_summary():
+    """Text: test accuracy of notebook 08's network, clean, under FGSM at FGSM_EPS and under random signs."""
+    f = _cached("fgsm", _fgsm)
+    at = FGSM_EPSILONS.index(FGSM_EPS)
+    return (f"Measured at build time: at ε = {FGSM_EPS} ({FGSM_EPS * 255:.0f} of 255 grey levels) the test accuracy falls from "
+            f"{f['accuracy'][0]:.1%} to {f['accuracy'][at]:.1%}; random signs of the same size: {f['noise']:.1%}")
+
+
+def fgsm_example():
+    """Day 5 (notebook 08): one test image the attack flips, its FGSM perturbation (magnified) and the adversarial image."""
+    import matplotlib.pyplot as plt
+
+    f = _cached("fgsm", _fgsm)
+    model, test, x_adv = f["model"], f["test"], f["x_adv"]
+    clean, adv = (model.predict(x, verbose=0) for x in (test.images, x_adv))
+    flipped = np.flatnonzero((clean.argmax(-1) == test.labels) & (adv.argmax(-1) != test.labels))
+    i = int(flipped[0]) if len(flipped) else 0
+
+    def top(logits):
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        return f"{p.argmax()} ({p.max():.0%})"
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.0))
+    delta = np.clip((x_adv[i] - test.images[i]) / (2 * FGSM_EPS) + 0.5, 0, 1)
+    for ax, img, title in zip(axes, (test.images[i], delta, x_adv[i]),
+                              (f"clean: {top(clean[i])}", f"perturbation x{1 / (2 * FGSM_EPS):.0f}",
+                               f"adversarial: {top(adv[i])}")):
+        ax.imshow(img)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def fgsm_accuracy():
+    """Day 5 (notebook 08): test accuracy of its network under FGSM against the budget eps."""
+    import matplotlib.pyplot as plt
+
+    f = _cached("fgsm", _fgsm)
+    fig, ax = plt.subplots(figsize=(13, 2.2))
+    ax.plot(FGSM_EPSILONS, f["accuracy"], "o-", label="FGSM")
+    ax.axhline(f["noise"], color="k", ls=":", label=f"random signs, ε = {FGSM_EPS}")
+    ax.set_xlabel("budget ε (pixel scale [0, 1])")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="center right")
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------- day 6: sanity check, mixup
 
 def sanity_maps():

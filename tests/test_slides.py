@@ -246,6 +246,31 @@ def test_cam_toy_matches_course_lib():
     assert r"f_1 - f_2 = \begin{bmatrix}2&2\\0&-2\end{bmatrix}" in source("day5c_cam_gradcam")
 
 
+def test_adversarial_slides_match_notebook_08():
+    """The FGSM slides measure with notebook 08's budgets and quote the bars its last cell asserts."""
+    import ast
+
+    import figures  # slides/figures.py
+
+    notebook = json.loads((ROOT / "notebooks" / "08_visualizing_cnns.ipynb").read_text(encoding="utf-8"))
+    cells = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    code = ["".join(c["source"]) for c in cells]
+    params = next(src for src, c in zip(code, cells) if "parameters" in c["metadata"].get("tags", []))
+    values = {t.id: ast.literal_eval(n.value) for n in ast.parse(params).body if isinstance(n, ast.Assign)
+              for t in n.targets if isinstance(t, ast.Name) and t.id in ("EPSILONS", "ADV_EPS", "ADV_ALPHA")}
+    assert values == {"EPSILONS": figures.FGSM_EPSILONS, "ADV_EPS": figures.FGSM_EPS, "ADV_ALPHA": 0.5}
+    assert "N_ADV_TRAIN = env.pick(cpu=2048," in params
+    checks = code[-1]
+    for bar in ("attack_acc[0] - attack_acc[at] >= 0.40", "robust_acc[at] >= attack_acc[at] + 0.15",
+                "robust_acc[0] >= 0.90"):
+        assert bar in checks, bar
+    deck = source("day5d_visualizing_cnns")
+    for quoted in ("at least 40 points", "wins back at least 15", "clean accuracy stays at 90% or more",
+                   r"\alpha = 0.5", r"at $\varepsilon = 0.02$", "2,048 images", "{{fgsm_summary}}",
+                   "(fig:fgsm_example)", "(fig:fgsm_accuracy)"):
+        assert quoted in deck, quoted
+
+
 def test_no_stale_notes():
     for src in SOURCES:
         assert "when it lands" not in src.read_text(encoding="utf-8"), src.stem

@@ -1,13 +1,17 @@
-"""Repository-wide pytest hooks: a table of seconds per notebook at the end of the run.
+"""Repository-wide pytest hooks: a table of seconds per notebook, and the executed notebooks.
 
 nbval turns each notebook cell into a test item; this adds up setup, call and
 teardown time per notebook file (kernel start-up included) and prints one table,
-with the 3-minute budget of the course marked.
+with the 3-minute budget of the course marked. It also keeps each student version
+that ran to the end, with its outputs, for the website (course_lib.website), and
+runs tests/test_website.py last, after the notebooks it shows.
 """
 
 import collections
 import json
 import os
+
+import pytest
 
 NOTEBOOK_BUDGET_S = 180.0
 _seconds = collections.OrderedDict()
@@ -63,11 +67,11 @@ def _record_cell(item, report):
     cell.outputs = outputs
 
 
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    outcome = yield
     if call.when == "call" and str(item.fspath).endswith(".ipynb"):
-        from _pytest.runner import TestReport
-
-        _record_cell(item, TestReport.from_item_and_call(item, call))
+        _record_cell(item, outcome.get_result())
 
 
 def pytest_runtest_teardown(item, nextitem):
@@ -85,6 +89,31 @@ def pytest_runtest_teardown(item, nextitem):
             website.store_executed(path, nbformat.from_dict(record["nb"]))
         except Exception as err:  # the site can still execute the notebook itself
             print(f"\nconftest: could not keep the executed {path} for the website: {err}")
+
+
+INLINE = "module://matplotlib_inline.backend_inline"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    """A notebook's kernel draws its figures inline, as in Jupyter and Colab.
+
+    The kernel starts in the setup of the notebook's first cell and inherits this process's
+    environment, where tests/conftest.py (and CI) set MPLBACKEND=Agg for the unit tests; with
+    Agg a notebook's figures are never drawn, so neither a test nor the website would see them.
+    """
+    if not str(item.fspath).endswith(".ipynb"):
+        yield
+        return
+    before = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = before
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -20,8 +20,7 @@ and NumPy, so editing a notebook or ``course_lib`` makes the page execute again 
 nbclient, in the cpu profile) on the next build, and nothing else does. The decks are
 cached the same way (key: the deck sources, the slide builder and ``course_lib``).
 
-**Offline.** MathJax comes from the ``jupyter-server-mathjax`` package (the copy the
-Jupyter server serves offline), the theme's fonts and scripts are bundled with it, and
+**Offline.** MathJax 3 comes from the ``sphinx-mathjax-offline`` package, the theme's fonts and scripts are bundled with it, and
 the Colab badge is a local SVG; :func:`check_site` fails on any page that would load a
 remote script, style sheet, font or image, and on any internal link that does not
 resolve. :func:`browser_check` opens pages in headless Chromium with every network
@@ -34,14 +33,17 @@ Used by: the instructors (README, "The course as a website"), ``tests/test_websi
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import html.parser
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -152,7 +154,7 @@ def executed(notebook, timeout: int = 900) -> tuple[nbformat.NotebookNode, bool]
         except Exception:  # a truncated or foreign file: execute again
             path.unlink()
     nb = nbformat.read(str(notebook), as_version=4)
-    env = {**os.environ, "COURSE_LIB_PROFILE": "cpu", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = {**os.environ, "COURSE_LIB_PROFILE": "cpu", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}  # as in Jupyter
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(Path(notebook).parent)}})
     saved = dict(os.environ)
@@ -204,6 +206,7 @@ def stage_notebook(nb, stem: str, repo: str) -> nbformat.NotebookNode:
     ``grader.check(...)`` cell (an unanswered exercise's failed check) is hidden.
     """
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    nb.metadata.pop("widgets", None)    # progress-bar widgets: their script would come from a CDN
     cells = []
     badge_done = False
     for cell in nb.cells:
@@ -214,6 +217,8 @@ def stage_notebook(nb, stem: str, repo: str) -> nbformat.NotebookNode:
                 cell.source = cell.source.rstrip() + "\n\n" + _badges(repo, stem) + "\n"
                 badge_done = True
         elif cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", [])
+                            if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
             src = cell.source.lstrip()
             if "PUBLIC_TESTS" in src and "otter" in src:
                 continue                                   # the grader's set-up cell
@@ -318,8 +323,15 @@ def built_decks(build_deck=None) -> Path:
         build_deck(src, tmp, figures)
     (tmp / "COMPLETE").write_text("\n".join(s.stem for s in sources))
     for old in folder.parent.glob("decks-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, folder)
+        # Older builds, once no other build can still be reading them; never a folder in the making.
+        if ".tmp" not in old.name and old != folder and time.time() - old.stat().st_mtime > 3600:
+            shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another build (the slide tests, say) finished the same decks first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "COMPLETE").exists():
+            raise
     return folder
 
 
@@ -408,6 +420,8 @@ def check_site(out: Path = OUT) -> list[str]:
     out = Path(out)
     problems, pages = [], {}
     for page in out.rglob("*.html"):
+        if "_static" in page.relative_to(out).parts:
+            continue  # the themes' Jinja template fragments (webpack-macros.html), never served as pages
         parser = _Refs()
         parser.feed(page.read_text(encoding="utf-8", errors="replace"))
         pages[page.resolve()] = parser
@@ -440,17 +454,25 @@ def check_site(out: Path = OUT) -> list[str]:
 
 
 def browser_check(out: Path = OUT, pages=None, chromium=None) -> dict:
-    """Open pages in headless Chromium (Playwright) with the network cut off; screenshot each.
+    """Open pages in headless Chromium (Playwright), served from localhost, the network cut off.
 
     For each page: no console error, no failed or remote request, no raw ``$...$`` or
     ``\\(...\\)`` left (MathJax rendered every formula), every image loaded (natural width
     > 0), and on a notebook page at least one figure. Screenshots go to
     ``out/_screenshots``. Returns ``{page: list of problems}``.
     """
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
     out = Path(out).resolve()
     chromium = chromium or _find_chromium()
+    # Served from this machine as a web server would serve it (GitHub Pages, say): a page opened
+    # from disk (file://) works too, but Chromium then refuses some same-folder requests (MathJax's
+    # font probe, search summaries) with console errors that no reader of the served site sees.
+    handler = functools.partial(_QuietHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}/"
     if pages is None:
         pages = ["index.html", *[f"notebooks/{_stem(n)}.html" for n in DAY_PAGES.values()],
                  "api/explain.html", "search.html?q=Grad-CAM"]
@@ -459,7 +481,7 @@ def browser_check(out: Path = OUT, pages=None, chromium=None) -> dict:
     results = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, offline=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})  # every request is routed below
         for rel in pages:
             problems = []
             page = context.new_page()
@@ -468,12 +490,18 @@ def browser_check(out: Path = OUT, pages=None, chromium=None) -> dict:
             page.on("pageerror", lambda e, pr=problems: pr.append(f"page error: {e}"))
             page.on("requestfailed", lambda r, pr=problems: pr.append(f"request failed: {r.url} {r.failure}"))
 
-            page.route("**/*", _blocker(problems))
+            page.route("**/*", _blocker(problems, origin))
             path, _, query = rel.partition("?")
-            page.goto((out / path).as_uri() + (f"?{query}" if query else ""), wait_until="load")
-            page.wait_for_function("() => !window.MathJax || !window.MathJax.Hub || "
-                                   "window.MathJax.Hub.queue.pending === 0 && window.MathJax.Hub.queue.running === 0",
-                                   timeout=30000)
+            response = page.goto(origin + rel, wait_until="load")
+            if response is None or response.status != 200:
+                problems.append(f"the page did not load: HTTP {response and response.status}")
+            # A page with formulas waits for MathJax 3 to load and typeset them all.
+            try:
+                page.wait_for_function("() => !document.querySelector('.math') || "
+                                       "(window.MathJax && MathJax.startup && MathJax.startup.promise)", timeout=60000)
+                page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise.then(() => true) : true")
+            except PlaywrightError as err:
+                problems.append(f"MathJax did not load or typeset: {str(err).splitlines()[0]}")
             if path == "search.html":
                 page.wait_for_selector("#search-results li, ul.search li", timeout=30000)
                 if page.locator("ul.search li").count() == 0:
@@ -503,13 +531,20 @@ def browser_check(out: Path = OUT, pages=None, chromium=None) -> dict:
             results[rel] = problems
             page.close()
         browser.close()
+    server.shutdown()
+    server.server_close()
     return results
 
 
-def _blocker(problems: list):
-    """A Playwright route handler: files load, any other request is recorded and aborted."""
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # no access log on the test's output
+        pass
+
+
+def _blocker(problems: list, origin: str):
+    """A Playwright route handler: the site's own files load; any other request is recorded and aborted."""
     def route(r):
-        if r.request.url.startswith("file:"):
+        if r.request.url.startswith(origin):
             return r.continue_()
         problems.append(f"remote request: {r.request.url}")
         return r.abort()

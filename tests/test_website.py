@@ -52,7 +52,14 @@ def _tiny_notebook(tmp_path, source='print("hello from the kernel")', name="01_t
 
 def test_a_page_gets_local_badges_and_hides_the_graders_plumbing(tmp_path):
     nb = nbformat.read(str(_tiny_notebook(tmp_path)), as_version=4)
+    # A tqdm progress bar drawn as a Jupyter widget: its script would come from a CDN.
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "abc"}, "text/plain": "RISE: 0%"}),
+        nbformat.v4.new_output("stream", name="stdout", text="kept\n")]
     page = website.stage_notebook(nb, "01_tiny", "owner/course")
+    assert "widgets" not in page.metadata
+    assert [o.get("text") for o in page.cells[1].outputs] == ["kept\n"], "only the widget output goes"
     text = json.dumps(page.cells)
     assert "colab.research.google.com/assets" not in text, "the remote badge image must be replaced"
     title = page.cells[0].source

@@ -8,8 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-import jupyter_server_mathjax
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -32,15 +30,10 @@ myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 suppress_warnings = ["myst.header", "misc.highlighting_failure"]
 
-# Offline: MathJax 2.7 from the jupyter-server-mathjax package, copied into _static/mathjax.
-html_static_path = [str(Path(jupyter_server_mathjax.__file__).parent / "static"), str(Path(__file__).parent / "static")]
-mathjax_path = "MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-mathjax2_config = {
-    "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]], "processEscapes": True},
-    "HTML-CSS": {"availableFonts": ["TeX"], "imageFont": None, "webFont": "TeX"},
-    "showMathMenu": False,
-    "messageStyle": "none",
-}
+# Offline: MathJax 3 (tex-chtml, its fonts included) from the sphinx-mathjax-offline package,
+# which copies it into _static/mathjax and points mathjax_path at it.
+extensions.append("sphinx-mathjax-offline")
+html_static_path = [str(Path(__file__).parent / "static")]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"          # the numpydoc Parameters section gives the types
@@ -59,5 +52,9 @@ html_theme_options = {
     "show_toc_level": 2,
 }
 html_css_files = ["course.css"]
+html_context = {"default_mode": "light"}  # the theme's light / dark switch starts from light
 html_last_updated_fmt = None
+# Search results without page summaries: the summaries are fetched with fetch(), which a
+# browser refuses for file:// pages (a site opened from disk, offline, must work too).
+html_show_search_summary = False
 exclude_patterns = ["**.ipynb_checkpoints"]

@@ -475,7 +475,7 @@ def browser_check(out: Path = OUT, pages=None, chromium=None) -> dict:
     origin = f"http://127.0.0.1:{server.server_address[1]}/"
     if pages is None:
         pages = ["index.html", *[f"notebooks/{_stem(n)}.html" for n in DAY_PAGES.values()],
-                 "api/explain.html", "search.html?q=Grad-CAM"]
+                 "api/explain.html", "slides/day5c_cam_gradcam.html", "search.html?q=Grad-CAM"]
     shots = out / "_screenshots"
     shots.mkdir(exist_ok=True)
     results = {}

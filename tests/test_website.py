@@ -266,7 +266,7 @@ def test_every_internal_link_resolves_and_nothing_is_loaded_from_the_network(sit
 @pytest.mark.skipif(_chromium() is None, reason=NO_CHROMIUM)
 def test_pages_open_in_headless_chromium(site):
     found = website.browser_check(site["out"])
-    assert set(found) >= {"index.html", "api/explain.html"}
+    assert set(found) >= {"index.html", "api/explain.html", "slides/day5c_cam_gradcam.html"}
     assert sum(p.startswith("notebooks/") for p in found) == len(website.DAY_PAGES)
     problems = [f"{page}: {p}" for page, ps in found.items() for p in ps]
     assert not problems, "\n".join(problems[:30])

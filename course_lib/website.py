@@ -121,13 +121,14 @@ def cpu_profile_here() -> bool:
     return chosen == "cpu" or (not chosen and shutil.which("nvidia-smi") is None)
 
 
-def store_executed(notebook, nb) -> Path | None:
+def store_executed(notebook, nb, cpu: bool | None = None) -> Path | None:
     """Keep an executed copy of ``notebook`` (an nbformat node with outputs) for the site.
 
     Called by ``conftest.py`` for each student version nbval ran to the end without an
-    error, in the cpu profile. Returns the cached file, or None when not stored.
+    error. Only a cpu-profile run is kept (``cpu=None``: this process's profile, see
+    :func:`cpu_profile_here`). Returns the cached file, or None when not stored.
     """
-    if not cpu_profile_here():
+    if not (cpu_profile_here() if cpu is None else cpu):
         return None
     path = _executed_path(notebook)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,20 +168,11 @@ def executed(notebook, timeout: int = 900) -> tuple[nbformat.NotebookNode, bool]
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    store_executed(notebook, nb)
+    store_executed(notebook, nb, cpu=True)
     return nb, False
 
 
 # ------------------------------------------------------------------------------ the pages
-
-def _title(nb) -> str:
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("# "):
-                    return line[2:].strip()
-    return "notebook"
-
 
 def _badges(repo: str, stem: str) -> str:
     student = publish.colab_url(repo, f"student/{stem}.ipynb")

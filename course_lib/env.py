@@ -224,6 +224,9 @@ def quiet_logs() -> None:
         pass
     warnings.filterwarnings("ignore", message=".*`input_shape`/`input_dim` argument.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="tensorflow")
+    # Keras 3.15 warns on every fit(tf.data.Dataset) that its own default shuffle=True is ignored;
+    # the course's datasets shuffle themselves, so the warning is noise on every training cell.
+    warnings.filterwarnings("ignore", message=r".*shuffle=True.* was passed, but will be ignored.*")
 
 
 def matplotlib_defaults() -> None:

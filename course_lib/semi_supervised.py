@@ -291,7 +291,8 @@ class SemiSupervisedTrainer(keras.Model):
     steps (Lee 2013 and Laine & Aila 2017 ramp it up: early predictions are poor
     targets); FixMatch needs none (``ramp_up_steps=0``). All images of a step go through
     the classifier in one batch. Logs ``loss``, ``supervised_loss``, ``unlabelled_loss``,
-    ``mask_rate`` (share of unlabelled images used) and ``accuracy``. Evaluation
+    ``mask_rate`` (share of unlabelled images used) and ``accuracy`` (not for mixup: a mixed
+    image has no single label to score). Evaluation
     (validation data, ``evaluate``) is plain cross-entropy and accuracy. Notebook 10.
     """
 
@@ -384,9 +385,13 @@ class SemiSupervisedTrainer(keras.Model):
         self.optimizer.apply(grads, self.trainable_variables)
         for key, value in (("loss", loss), ("supervised_loss", sup), ("unlabelled_loss", unl), ("mask_rate", mask_rate)):
             self.trackers[key].update_state(value)
-        if self.method != "mixup":
+        logs = {k: m.result() for k, m in self.trackers.items()}
+        if self.method == "mixup":  # mixed images have no single label to score: no training accuracy
+            logs.pop("accuracy")
+        else:
             self.trackers["accuracy"].update_state(_sparse_labels(yl), logits_l)
-        return {k: m.result() for k, m in self.trackers.items()}
+            logs["accuracy"] = self.trackers["accuracy"].result()
+        return logs
 
     def test_step(self, data):
         x, y = data[0], _sparse_labels(data[1])

@@ -33,10 +33,13 @@ Used by: the instructors (README, "The course as a website"), ``tests/test_websi
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import hashlib
+import html
 import html.parser
 import http.server
+import importlib.util
 import json
 import os
 import re
@@ -190,12 +193,32 @@ _REMOTE_BADGE = re.compile(r"\[!\[Open in Colab\]\(https://colab\.research\.goog
                            r"\([^)\s]*\)\s*")
 
 
+def _ends_with_semicolon(source: str) -> bool:
+    """IPython's rule for a quiet cell: its last line of code ends with ``;`` (comments aside).
+
+    nbval runs cells without IPython's history, where IPython 9 no longer sees the ``;``, so
+    a cell ending in ``plt.legend();`` or ``viz.show(...);`` records its value anyway (a
+    second copy of a figure, a ``<matplotlib.legend.Legend at 0x...>`` line).
+    """
+    import io
+    import tokenize
+
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                  if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER,
+                                    tokenize.INDENT, tokenize.DEDENT)]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return source.rstrip().endswith(";")
+    return bool(tokens) and tokens[-1].string == ";"
+
+
 def stage_notebook(nb, stem: str, repo: str) -> nbformat.NotebookNode:
     """The page's notebook: badges under the title, the grader's plumbing hidden.
 
     The remote Colab badge of the notebook's own first cell is replaced by the page's
     local one; the Otter set-up cell is removed, and the output of each
-    ``grader.check(...)`` cell (an unanswered exercise's failed check) is hidden.
+    ``grader.check(...)`` cell (an unanswered exercise's failed check) is hidden. A cell
+    ending with ``;`` shows no value (as in Jupyter), and progress-bar widgets are dropped.
     """
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
     nb.metadata.pop("widgets", None)    # progress-bar widgets: their script would come from a CDN
@@ -209,8 +232,10 @@ def stage_notebook(nb, stem: str, repo: str) -> nbformat.NotebookNode:
                 cell.source = cell.source.rstrip() + "\n\n" + _badges(repo, stem) + "\n"
                 badge_done = True
         elif cell.cell_type == "code":
+            quiet = _ends_with_semicolon(cell.source)
             cell.outputs = [o for o in cell.get("outputs", [])
-                            if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+                            if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})
+                            and not (quiet and o.get("output_type") == "execute_result")]
             src = cell.source.lstrip()
             if "PUBLIC_TESTS" in src and "otter" in src:
                 continue                                   # the grader's set-up cell
@@ -247,7 +272,7 @@ def home_page(repo: str) -> str:
         colab = f"[![Open in Colab](images/colab-badge.svg)]({publish.colab_url(repo, f'student/{stem}.ipynb')})"
         sol = f"[Colab]({publish.colab_url(repo, f'notebooks/{stem}.ipynb')})"
         lines.append(f"| {day} | [{name}](notebooks/{stem}.ipynb) | {teaches} | {colab} | {sol} "
-                     f"| <a href=\"slides/{deck_stem}.html\">{deck_stem}</a> |")
+                     f"| <a href=\"slides/{deck_stem}.html\">slides</a> |")
     toc = "\n".join(f"notebooks/{s}" for s in stems)
     return (f"# Image classification, localization and explainability with Keras 3\n\n{intro}\n\n"
             "## The days\n\nEach lesson page shows the notebook with its figures and results as it "
@@ -274,10 +299,15 @@ def api_pages(dest: Path) -> list[str]:
             f"# course_lib.{name}\n\n```{{eval-rst}}\n.. automodule:: course_lib.{name}\n   :members:\n```\n",
             encoding="utf-8")
     toc = "\n".join(names)
+    summaries = {}
+    for name in names:
+        spec = importlib.util.find_spec(f"course_lib.{name}")
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        summaries[name] = (ast.get_docstring(tree) or "").strip().split("\n")[0]
     (dest / "api" / "index.md").write_text(
         "# API reference: course_lib\n\n`course_lib` is the course's helper package: small functions, each "
         "saying which paper and equation it follows and which notebook uses it. One module per topic:\n\n"
-        + "\n".join(f"- [`course_lib.{n}`]({n}.md)" for n in names)
+        + "\n".join(f"- [`course_lib.{n}`]({n}.md): {summaries[n]}" for n in names)
         + f"\n\n```{{toctree}}\n:hidden:\n\n{toc}\n```\n", encoding="utf-8")
     return names
 
@@ -327,12 +357,21 @@ def built_decks(build_deck=None) -> Path:
     return folder
 
 
-def decks_page(decks: list[str]) -> str:
-    # Plain HTML links: the decks are static files (html_extra_path), not Sphinx documents.
-    rows = "\n".join(f'- <a href="slides/{d}.html">{d.replace("_", " ")}</a>' for d in decks)
+def decks_page(folder: Path) -> str:
+    """``decks.md``: each built deck by its title, with its day and the notebook it goes with."""
+    days = {re.search(r"slides/src/(\w+)\.md", row[5]).group(1): (row[0], re.search(r"\[([^\]]+)\]", row[1]).group(1))
+            for row in _readme_days()}
+    rows = ["| day | lecture deck | lab notebook |", "|---|---|---|"]
+    for deck in sorted(folder.glob("*.html")):
+        found = re.search(r"<title>(.*?)</title>", deck.read_text(encoding="utf-8"), re.S)
+        title = html.unescape(found.group(1).strip()) if found else deck.stem
+        day, lab = days.get(deck.stem, ("", ""))
+        # Plain HTML links: the decks are static files (html_extra_path), not Sphinx documents.
+        rows.append(f'| {day} | <a href="slides/{deck.stem}.html">{html.escape(title)}</a> | {lab} |')
     return ("# Lecture decks\n\nOne deck per lecture, made from `slides/src/*.md` by `python slides/build.py`. "
-            "Each opens full screen in the browser (arrow keys move between slides; `S` shows the speaker "
-            "notes where the deck has them), and prints one slide per page.\n\n" + rows + "\n")
+            "A deck opens full screen in the browser: arrow keys or a click move between slides, `n` shows the "
+            "speaker notes, and it prints one slide per page. The browser's Back button returns here.\n\n"
+            + "\n".join(rows) + "\n")
 
 
 def stage(dest: Path, log=print) -> dict:
@@ -351,14 +390,13 @@ def stage(dest: Path, log=print) -> dict:
         nbformat.write(stage_notebook(nb, student.stem, repo), str(dest / "notebooks" / student.name))
     (dest / "index.md").write_text(home_page(repo), encoding="utf-8")
     decks = built_decks()
-    names = sorted(p.stem for p in decks.glob("*.html"))
     extra = dest.parent / "extra"                      # copied as is into the site (html_extra_path)
     shutil.rmtree(extra, ignore_errors=True)
     (extra / "slides").mkdir(parents=True)
     for p in decks.iterdir():
         if p.suffix in (".html", ".png", ".svg", ".css", ".js"):
             shutil.copy(p, extra / "slides" / p.name)
-    (dest / "decks.md").write_text(decks_page(names), encoding="utf-8")
+    (dest / "decks.md").write_text(decks_page(decks), encoding="utf-8")
     api_pages(dest)
     return ran
 

@@ -57,7 +57,17 @@ def test_a_page_gets_local_badges_and_hides_the_graders_plumbing(tmp_path):
     nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={
         "application/vnd.jupyter.widget-view+json": {"model_id": "abc"}, "text/plain": "RISE: 0%"}),
         nbformat.v4.new_output("stream", name="stdout", text="kept\n")]
+    # A cell ending with ';' shows its figure, not its value (nbval records the value anyway).
+    figure = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    value = nbformat.v4.new_output("execute_result", data={"text/plain": "<matplotlib.legend.Legend at 0x7f>"},
+                                   execution_count=3)
+    nb.cells.insert(3, nbformat.v4.new_code_cell("plt.plot(x)\nplt.legend();  # quiet", outputs=[figure, value]))
+    nb.cells.insert(4, nbformat.v4.new_code_cell("x = 1\nx  # shown", outputs=[value]))
     page = website.stage_notebook(nb, "01_tiny", "owner/course")
+    assert [o["output_type"] for o in page.cells[2].outputs] == ["display_data"], "the ';' cell keeps its figure only"
+    assert [o["output_type"] for o in page.cells[3].outputs] == ["execute_result"], "a cell without ';' keeps its value"
+    assert not website._ends_with_semicolon("s = 'a;'  # ends with ; in a string")
+    assert website._ends_with_semicolon("for i in range(2):\n    f(i);\n")
     assert "widgets" not in page.metadata
     assert [o.get("text") for o in page.cells[1].outputs] == ["kept\n"], "only the widget output goes"
     text = json.dumps(page.cells)

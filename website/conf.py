@@ -52,6 +52,7 @@ html_theme_options = {
     "show_toc_level": 2,
 }
 html_css_files = ["course.css"]
+html_favicon = "static/favicon.svg"
 html_context = {"default_mode": "light"}  # the theme's light / dark switch starts from light
 html_last_updated_fmt = None
 # Search results without page summaries: the summaries are fetched with fetch(), which a

@@ -58,6 +58,7 @@ from . import publish
 ROOT = Path(__file__).resolve().parent.parent
 SITE_SRC = ROOT / "website"            # conf.py, the home page template, static files
 OUT = SITE_SRC / "_build" / "html"
+WORK = SITE_SRC / "_build" / "work"     # the staged sources, the decks and Sphinx's doctrees
 STUDENT_DIR = ROOT / "student"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 DECKS_SRC = ROOT / "slides" / "src"
@@ -374,9 +375,14 @@ def decks_page(folder: Path) -> str:
             + "\n".join(rows) + "\n")
 
 
-def stage(dest: Path, log=print) -> dict:
-    """Write the site's sources into ``dest``: pages, notebooks with outputs, decks, API."""
+def stage(work: Path = WORK, log=print) -> dict:
+    """Write the site's sources into ``work/src`` (and the decks into ``work/extra``).
+
+    Both folders are made anew: pass only a folder of the site build's own (the default,
+    ``website/_build/work``), never one that holds anything else.
+    """
     repo = publish.repository()
+    dest = work / "src"
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "notebooks").mkdir(parents=True)
     (dest / "images").mkdir()
@@ -390,7 +396,7 @@ def stage(dest: Path, log=print) -> dict:
         nbformat.write(stage_notebook(nb, student.stem, repo), str(dest / "notebooks" / student.name))
     (dest / "index.md").write_text(home_page(repo), encoding="utf-8")
     decks = built_decks()
-    extra = dest.parent / "extra"                      # copied as is into the site (html_extra_path)
+    extra = work / "extra"                             # copied as is into the site (html_extra_path)
     shutil.rmtree(extra, ignore_errors=True)
     (extra / "slides").mkdir(parents=True)
     for p in decks.iterdir():
@@ -402,12 +408,14 @@ def stage(dest: Path, log=print) -> dict:
 
 
 def build(out: Path = OUT, log=print) -> Path:
-    """Stage the sources next to ``out`` and run Sphinx (warnings are errors). Returns ``out``."""
+    """Stage the sources in ``website/_build/work`` and run Sphinx into ``out`` (warnings are errors).
+
+    Returns ``out``. Sphinx adds to ``out``; nothing outside ``website/_build`` is deleted.
+    """
     out = Path(out)
-    src = out.parent / "src"
-    stage(src, log=log)
+    stage(WORK, log=log)
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(SITE_SRC), "-W", "--keep-going", "-q",
-           "-D", f"html_extra_path={out.parent / 'extra'}", "-d", str(out.parent / "doctrees"), str(src), str(out)]
+           "-D", f"html_extra_path={WORK / 'extra'}", "-d", str(WORK / "doctrees"), str(WORK / "src"), str(out)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COURSE_LIB_QUIET": "1"})
     if proc.returncode != 0:

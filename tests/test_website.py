@@ -12,6 +12,7 @@ import json
 import re
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -126,6 +127,20 @@ def test_a_failing_notebook_is_a_clear_error_not_a_page(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=r"02_broken.ipynb failed while building its page: ZeroDivisionError.*\n.*python -m pytest"):
         website.executed(path)
     assert not list((tmp_path / "cache" / "website" / "executed").glob("02_broken-*"))
+
+
+def test_building_into_any_folder_deletes_nothing_beside_it(tmp_path, monkeypatch):
+    """The staged sources live in website/_build/work, never next to ``--out`` (a sibling 'src' survives)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "mine.txt").write_text("a student's own folder")
+    calls = []
+    monkeypatch.setattr(website, "stage", lambda work, log=print: calls.append(work))
+    monkeypatch.setattr(website.subprocess, "run",
+                        lambda cmd, **kw: calls.append(cmd) or SimpleNamespace(returncode=0, stderr=""))
+    assert website.build(tmp_path / "html", log=lambda message: None) == tmp_path / "html"
+    assert (tmp_path / "src" / "mine.txt").read_text() == "a student's own folder"
+    assert calls[0] == website.WORK and str(website.WORK / "src") in calls[1] and str(tmp_path / "html") in calls[1]
+    assert website.WORK.is_relative_to(ROOT / "website" / "_build")
 
 
 def _page(folder, name, body):

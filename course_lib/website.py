@@ -14,7 +14,7 @@ checks the result; it does not render anything itself.
 
 **Nothing runs twice.** A notebook page shows the student version as the test command
 executed it (``python -m pytest``: ``conftest.py`` hands each notebook that ran to the
-end to :func:`store_executed`). The cache key is the sha256 of the notebook, every file
+end to :func:`store_executed`, in :func:`cache_dir`). The cache key is the sha256 of the notebook, every file
 of ``course_lib`` (code and zoo weights) and the versions of Python, TensorFlow, Keras
 and NumPy, so editing a notebook or ``course_lib`` makes the page execute again (with
 nbclient, in the cpu profile) on the next build, and nothing else does. The decks are
@@ -71,11 +71,12 @@ DAY_PAGES = {"1": "01", "2": "02", "3": "03", "4": "04", "5": "07", "6": "11"}
 
 
 def cache_dir() -> Path:
-    """``<course_lib cache>/website`` (see :func:`course_lib.data.cache_dir`)."""
-    base = os.environ.get("COURSE_LIB_CACHE") or os.path.join(
-        os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras"), "course_lib")
+    """``<course_lib's cache>/website``: :func:`course_lib.data.cache_dir`, the generated sets' folder."""
+    from .data import cache_dir as course_cache
+
+    base = course_cache()
     if base == "off":  # the generated-set cache can be switched off; the site needs one
-        base = os.path.join(ROOT, "website", "_build")
+        base = str(SITE_SRC / "_build")
     return Path(base) / "website"
 
 
